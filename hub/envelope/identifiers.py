@@ -1,0 +1,61 @@
+"""Check digits of the identifiers an envelope carries, as pure predicates.
+
+The arithmetic comes from python-stdnum (a well-kept library of standard numbers); this
+module only fixes which variant the hub accepts:
+
+- SSIN: Belgian national number or bis number, 11 digits, mod 97 over the first nine
+  digits (prefixed with 2 for people born from 2000).
+- CBE: enterprise number, 10 digits starting with 0 or 1, mod 97 over the first eight.
+- IBAN: ISO 13616, mod 97 over the rearranged number, with the country's length.
+  National bank-code registries are not consulted: a new bank is not refused.
+- BIC: ISO 9362 shape (8 or 11 characters, a known country).
+- Structured reference (OGM/VCS): 12 digits, the last two are the first ten mod 97
+  (97 when the remainder is 0).
+"""
+
+from __future__ import annotations
+
+from stdnum import bic as _bic
+from stdnum import iban as _iban
+from stdnum.be import ogm_vcs as _ogm
+from stdnum.be import ssn as _ssn
+from stdnum.be import vat as _cbe
+from stdnum.exceptions import ValidationError
+
+
+def is_valid_ssin(value: str) -> bool:
+    return len(value) == 11 and value.isascii() and value.isdigit() and _ssn.is_valid(value)
+
+
+def is_valid_cbe(value: str) -> bool:
+    return (
+        len(value) == 10 and value.isascii() and value.isdigit() and value[0] in "01" and _cbe.is_valid(value)
+    )
+
+
+def is_valid_iban(value: str) -> bool:
+    if value != value.strip().upper() or " " in value:
+        return False
+    try:
+        _iban.validate(value, check_country=False)
+    except ValidationError:
+        return False
+    return True
+
+
+def is_valid_bic(value: str) -> bool:
+    return value == value.upper() and _bic.is_valid(value)
+
+
+def structured_reference_digits(value: str) -> str:
+    """``+++010/8068/17183+++`` -> ``010806817183``."""
+    return "".join(ch for ch in value if ch.isdigit())
+
+
+def is_valid_structured_reference(value: str) -> bool:
+    digits = structured_reference_digits(value)
+    return len(digits) == 12 and _ogm.is_valid(digits)
+
+
+def format_structured_reference(digits: str) -> str:
+    return f"+++{digits[:3]}/{digits[3:7]}/{digits[7:]}+++"

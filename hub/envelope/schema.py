@@ -1,0 +1,74 @@
+"""Validate documents against the hub's own XSDs (``schemas/``), with lxml for speed.
+
+Schemas are compiled once per process. Errors name the line and the element path and
+drop namespace noise, so a sender can act on them.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from lxml import etree
+
+from hub.envelope.model import ACK_NS, ENVELOPE_NS, TYPES_NS
+from hub.errors import ErrorCode, Rejected, Violation
+
+SCHEMA_FILES = {
+    ENVELOPE_NS: "envelope-1.xsd",
+    ACK_NS: "acknowledgement-1.xsd",
+    TYPES_NS: "types-1.xsd",
+}
+
+
+def schema_dir() -> Path:
+    """The folder holding the XSDs, inside the installed package."""
+    return Path(str(resources.files("hub") / "schemas"))
+
+
+@cache
+def compiled(namespace: str) -> etree.XMLSchema:
+    path = schema_dir() / SCHEMA_FILES[namespace]
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    return etree.XMLSchema(etree.parse(str(path), parser=parser))
+
+
+_NS_NOISE = re.compile(r"\{urn:ebox-hub:[a-z]+:1\}")
+
+
+def _readable(message: str) -> str:
+    return _NS_NOISE.sub("", message).replace("Element '", "element '")
+
+
+def validate(root: etree._Element, *, expect: str | None = None) -> None:
+    """Raise ``Rejected(SCHEMA_INVALID)`` unless ``root`` is valid for its namespace.
+
+    ``expect`` (a namespace URI) refuses a document of another kind, e.g. an
+    acknowledgement posted where an envelope is due.
+    """
+    namespace = etree.QName(root).namespace
+    known = expect if expect is not None else namespace
+    if namespace != known or namespace not in SCHEMA_FILES or namespace == TYPES_NS:
+        wanted = expect or "one of " + ", ".join(n for n in SCHEMA_FILES if n != TYPES_NS)
+        raise Rejected(
+            ErrorCode.SCHEMA_INVALID,
+            f"the root element is {root.tag!r}; expected a document in namespace {wanted}. "
+            "Check the xmlns of the root element.",
+            path="/" + etree.QName(root).localname,
+            line=root.sourceline,
+        )
+    schema = compiled(namespace)
+    if schema.validate(root):
+        return
+    violations = [
+        Violation(
+            ErrorCode.SCHEMA_INVALID,
+            _readable(error.message) + ". See schemas/" + SCHEMA_FILES[namespace] + ".",
+            path=_readable(error.path) if error.path else None,
+            line=error.line or None,
+        )
+        for error in schema.error_log
+    ][:50]
+    raise Rejected.of(violations)
