@@ -69,9 +69,7 @@ def parse(data: bytes, *, limits: ParseLimits = DEFAULT_LIMITS) -> etree._Elemen
         msg = exc.msg or str(exc)
         if "Huge input" in msg or "Excessive depth" in msg or "huge" in msg.lower():
             raise Rejected(ErrorCode.TOO_LARGE, f"{msg}; the document exceeds the parser's limits.", line=line) from exc
-        raise Rejected(
-            ErrorCode.XML_MALFORMED, f"the document is not well-formed XML: {msg}", line=line
-        ) from exc
+        raise Rejected(ErrorCode.XML_MALFORMED, f"the document is not well-formed XML: {msg}", line=line) from exc
     encoding = (root.getroottree().docinfo.encoding or "UTF-8").upper()
     if encoding not in ("UTF-8", "US-ASCII", "ASCII"):
         raise Rejected(ErrorCode.XML_FORBIDDEN, f"the document is encoded as {encoding}; send it as UTF-8.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from hub.envelope import model as m
@@ -85,9 +85,7 @@ def _header(created: datetime, **fields: object) -> m.Header:
 def citizen_letter(created: datetime) -> m.Envelope:
     """A plain letter to a citizen: the body is the main content, in French and Dutch."""
     return m.Envelope(
-        header=_header(
-            created, sender_message_id="LETTER-2026-000001", message_type="GENERAL_INFORMATION"
-        ),
+        header=_header(created, sender_message_id="LETTER-2026-000001", message_type="GENERAL_INFORMATION"),
         content=m.Content(
             titles=(_t(FR, "Nouveau courrier du SPF Finances"), _t(NL, "Nieuwe brief van de FOD Financiën")),
             subjects=(_t(FR, "Votre déclaration d'impôt 2026"), _t(NL, "Uw belastingaangifte 2026")),
@@ -117,7 +115,7 @@ def citizen_pdf(created: datetime) -> m.Envelope:
             document=attachment("pensioenoverzicht-2026.pdf", "application/pdf", minimal_pdf("Pensioenoverzicht 2026")),
             annexes=(
                 attachment("loopbaan.csv", "text/csv", b"jaar;dagen\n2024;312\n2025;310\n", _t(NL, "Loopbaan")),
-                attachment("toelichting.txt", "text/plain", "Toelichting bij uw overzicht.\n".encode()),
+                attachment("toelichting.txt", "text/plain", b"Toelichting bij uw overzicht.\n"),
             ),
             business_data=(
                 m.BusinessDataEntry(key="year", values=("2026",), names=(_t(NL, "Jaar"), _t(FR, "Année"))),
@@ -175,7 +173,7 @@ def payment(created: datetime) -> m.Envelope:
                 amount=Decimal("1234.56"),
                 currency="EUR",
                 structured_reference=REFERENCE,
-                due_date=due if isinstance(due, date) else due,
+                due_date=due,
             ),
         ),
     )

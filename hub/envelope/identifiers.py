@@ -28,9 +28,7 @@ def is_valid_ssin(value: str) -> bool:
 
 
 def is_valid_cbe(value: str) -> bool:
-    return (
-        len(value) == 10 and value.isascii() and value.isdigit() and value[0] in "01" and _cbe.is_valid(value)
-    )
+    return len(value) == 10 and value.isascii() and value.isdigit() and value[0] in "01" and _cbe.is_valid(value)
 
 
 def is_valid_iban(value: str) -> bool:

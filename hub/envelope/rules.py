@@ -174,13 +174,13 @@ def _dates(env: m.Envelope, now: datetime, policy: MessageTypePolicy, limits: Ru
                 HEADER + "/EffectiveDate",
             )
     options = env.content.reply_options
-    if options is not None and options.deadline is not None:
-        if options.deadline <= h.created or (expiry is not None and options.deadline > expiry):
-            yield Violation(
-                ErrorCode.DATE_INCONSISTENT,
-                "the reply deadline must lie after Created and not after the message expires.",
-                CONTENT + "/ReplyOptions/Deadline",
-            )
+    deadline = None if options is None else options.deadline
+    if deadline is not None and (deadline <= h.created or (expiry is not None and deadline > expiry)):
+        yield Violation(
+            ErrorCode.DATE_INCONSISTENT,
+            "the reply deadline must lie after Created and not after the message expires.",
+            CONTENT + "/ReplyOptions/Deadline",
+        )
 
 
 def _duplicates(texts: tuple[m.Text, ...], path: str, what: str) -> Iterator[Violation]:

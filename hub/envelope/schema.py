@@ -15,6 +15,7 @@ from lxml import etree
 
 from hub.envelope.model import ACK_NS, ENVELOPE_NS, TYPES_NS
 from hub.errors import ErrorCode, Rejected, Violation
+from hub.safexml import element_path
 
 SCHEMA_FILES = {
     ENVELOPE_NS: "envelope-1.xsd",
@@ -65,10 +66,21 @@ def validate(root: etree._Element, *, expect: str | None = None) -> None:
     violations = [
         Violation(
             ErrorCode.SCHEMA_INVALID,
-            _readable(error.message) + ". See schemas/" + SCHEMA_FILES[namespace] + ".",
-            path=_readable(error.path) if error.path else None,
+            _readable(error.message).rstrip(".") + f". See schemas/{SCHEMA_FILES[namespace]}.",
+            path=_path_of(root, error.path),
             line=error.line or None,
         )
-        for error in schema.error_log
-    ][:50]
+        for error in list(schema.error_log)[:50]
+    ]
     raise Rejected.of(violations)
+
+
+def _path_of(root: etree._Element, xpath: str | None) -> str | None:
+    """libxml2 reports ``/*/*[1]/*[4]``; name the element instead: ``/PublishMessage/Header/...``."""
+    if not xpath:
+        return None
+    try:
+        found = root.getroottree().xpath(xpath)
+    except etree.XPathError:
+        return xpath
+    return element_path(found[0]) if found and isinstance(found[0], etree._Element) else xpath

@@ -37,13 +37,15 @@ def check_public_key(public_key: object, *, source: str) -> PublicKey:
     """Refuse key types and sizes the hub does not accept."""
     if isinstance(public_key, rsa.RSAPublicKey):
         if public_key.key_size < MIN_RSA_BITS:
-            raise ConfigError(f"RSA keys must have at least {MIN_RSA_BITS} bits (this one: {public_key.key_size})",
-                              file=source)
+            raise ConfigError(
+                f"RSA keys must have at least {MIN_RSA_BITS} bits (this one: {public_key.key_size})", file=source
+            )
         return public_key
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         if not isinstance(public_key.curve, ALLOWED_CURVES):
-            raise ConfigError(f"elliptic curve {public_key.curve.name} is not accepted; use P-256 or P-384",
-                              file=source)
+            raise ConfigError(
+                f"elliptic curve {public_key.curve.name} is not accepted; use P-256 or P-384", file=source
+            )
         return public_key
     raise ConfigError(f"unsupported key type {type(public_key).__name__}; use RSA or ECDSA", file=source)
 
@@ -117,9 +119,15 @@ def self_signed_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=True, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )

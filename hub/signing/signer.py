@@ -47,6 +47,4 @@ class Signer:
         reference = f"#{root.get('Id')}" if root.get("Id") else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self._signer.sign(
-                root, key=self.pair.key, cert=[self.pair.certificate], reference_uri=reference
-            )
+            return self._signer.sign(root, key=self.pair.key, cert=[self.pair.certificate], reference_uri=reference)

@@ -133,8 +133,9 @@ def check_scope(root: etree._Element) -> SignatureParts:
     if signature.getparent() is not root:
         raise _scope("the signature must be a direct child of the root element (enveloped signature).", signature)
     if signature.find(_DS + "Object") is not None:
-        raise _scope("ds:Object is not accepted inside the signature: only the whole document may be signed.",
-                     signature)
+        raise _scope(
+            "ds:Object is not accepted inside the signature: only the whole document may be signed.", signature
+        )
     _check_unique_ids(root)
 
     signed_info = _only(signature, "SignedInfo")
@@ -143,8 +144,10 @@ def check_scope(root: etree._Element) -> SignatureParts:
     method = _algorithm(SignatureMethod, _only(signed_info, "SignatureMethod").get("Algorithm"), "signature method")
     references = signed_info.findall(_DS + "Reference")
     if len(references) != 1:
-        raise _scope(f"the signature must have exactly one reference, to the whole document (found {len(references)}).",
-                     signed_info)
+        raise _scope(
+            f"the signature must have exactly one reference, to the whole document (found {len(references)}).",
+            signed_info,
+        )
     reference = references[0]
     uri = reference.get("URI")
     root_id = root.get("Id")
@@ -240,9 +243,7 @@ class Verifier:
         self.trust = trust
         self.backend = backend
 
-    def verify(
-        self, root: etree._Element, *, now: datetime, parties: list[str] | None = None
-    ) -> Verified:
+    def verify(self, root: etree._Element, *, now: datetime, parties: list[str] | None = None) -> Verified:
         """Return who signed ``root``, or raise ``Rejected`` saying why the signature does not hold.
 
         ``parties`` restricts the signers accepted (e.g. the sender and its integrators);
@@ -323,12 +324,13 @@ def _verify_fast(root: etree._Element, parts: SignatureParts, entry: TrustedCert
             key.verify(der, signed_info, ec.ECDSA(parts.method.hash))
     except InvalidSignature:
         raise _invalid(
-            "the signature does not match: the document was changed after signing, "
-            "or it was signed with another key."
+            "the signature does not match: the document was changed after signing, or it was signed with another key."
         ) from None
     digest = hashlib.new(parts.digest_method.hashlib_name, _document_without_signature(root, parts)).digest()
     if not hmac.compare_digest(digest, parts.digest_value):
-        raise _invalid("the document's digest does not match the signed digest: the document was changed after signing.")
+        raise _invalid(
+            "the document's digest does not match the signed digest: the document was changed after signing."
+        )
 
 
 def _verify_signxml(root: etree._Element, parts: SignatureParts, entry: TrustedCertificate, now: datetime) -> None:

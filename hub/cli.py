@@ -1,0 +1,211 @@
+"""The ``hub`` command line.
+
+Exit status: 0 when the document is good; 1 when it is refused, with ``CODE: message``
+lines on stderr (one per problem); 2 on usage errors (bad options, unreadable files).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+import click
+
+from hub.envelope.builder import build_envelope, to_bytes
+from hub.envelope.examples import KINDS, example
+from hub.envelope.rules import MessageTypePolicy
+from hub.envelope.validation import validate_envelope
+from hub.errors import ConfigError, Rejected
+from hub.safexml import DEFAULT_LIMITS, parse
+from hub.signing.keys import (
+    KeyPair,
+    generate_key,
+    load_certificates,
+    load_key_pair,
+    self_signed_certificate,
+    write_key_pair,
+)
+from hub.signing.signer import Signer
+from hub.signing.truststore import TrustStore, trusted
+from hub.signing.verifier import Verifier
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def refusals_exit(command: F) -> F:
+    """Turn a refusal into exit 1 with ``CODE: message`` lines, a bad file into exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return command(*args, **kwargs)
+        except Rejected as refused:
+            for violation in refused.violations:
+                click.echo(str(violation), err=True)
+            sys.exit(1)
+        except ConfigError as bad:
+            raise click.UsageError(str(bad)) from bad
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _read_document(handle: BinaryIO) -> bytes:
+    # Read one byte past the limit so that the parser reports TOO_LARGE without reading it all.
+    return handle.read(DEFAULT_LIMITS.max_bytes + 1)
+
+
+def _moment(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _write(output: str, data: bytes) -> None:
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        Path(output).write_bytes(data)
+
+
+AT_OPTION = click.option(
+    "--at", "at", metavar="DATETIME", help="Judge dates and certificates at this moment (ISO 8601) instead of now."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ebox-hub")
+def cli() -> None:
+    """ebox-hub: an integration hub for official digital post."""
+
+
+@cli.group()
+def keys() -> None:
+    """Create signing keys and certificates."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["ec", "rsa"]),
+    default="ec",
+    show_default=True,
+    help="ec: ECDSA P-256 (fast); rsa: RSA 3072.",
+)
+@click.option("--days", default=730, show_default=True, type=click.IntRange(1, 3650), help="Validity in days.")
+@click.option("--organization", help="Organisation name to put in the certificate.")
+@refusals_exit
+def keys_create(name: str, out_dir: str, kind: str, days: int, organization: str | None) -> None:
+    """Create NAME.key.pem (private, mode 0600) and NAME.cert.pem (self-signed) in --out."""
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise click.BadParameter("use letters, digits, '-', '_' and '.' only", param_hint="NAME")
+    key = generate_key(kind)
+    certificate = self_signed_certificate(key, name, organization=organization, days=days)
+    key_path, cert_path = write_key_pair(KeyPair(key, certificate), out_dir, name)
+    click.echo(f"key:         {key_path}")
+    click.echo(f"certificate: {cert_path}")
+
+
+@cli.group()
+def envelope() -> None:
+    """Make, sign, verify and validate envelopes."""
+
+
+@envelope.command("example")
+@click.argument("kind", type=click.Choice(sorted(KINDS)))
+@click.option("-o", "--output", default="-", show_default=True, help="File to write ('-' for stdout).")
+@AT_OPTION
+def envelope_example(kind: str, output: str, at: str | None) -> None:
+    """Write an unsigned example envelope of KIND, created now (or --at)."""
+    created = _moment(at).replace(microsecond=0)
+    _write(output, to_bytes(build_envelope(example(kind, created=created))))
+
+
+@envelope.command("sign")
+@click.argument("file", type=click.File("rb"))
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="PEM private key.")
+@click.option("--cert", "cert_file", required=True, type=click.Path(dir_okay=False), help="PEM certificate.")
+@click.option("-o", "--output", default="-", show_default=True, help="File to write ('-' for stdout).")
+@refusals_exit
+def envelope_sign(file: BinaryIO, key_file: str, cert_file: str, output: str) -> None:
+    """Sign FILE with an enveloped XML-DSig signature over the whole document."""
+    pair = load_key_pair(key_file, cert_file)
+    root = parse(_read_document(file))
+    try:
+        signed = Signer(pair).sign(root)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    _write(output, to_bytes(signed))
+
+
+@envelope.command("verify")
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--cert",
+    "cert_files",
+    required=True,
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A PEM certificate the signature may come from (repeatable, e.g. during key rotation).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["fast", "signxml"]),
+    default="fast",
+    show_default=True,
+    help="Verification back end (both apply the same checks).",
+)
+@AT_OPTION
+@refusals_exit
+def envelope_verify(file: BinaryIO, cert_files: tuple[str, ...], backend: str, at: str | None) -> None:
+    """Check that FILE is signed, over the whole document, by one of the --cert certificates."""
+    store = TrustStore(
+        trusted(Path(path).name, certificate, source=path)
+        for path in cert_files
+        for certificate in load_certificates(path)
+    )
+    verified = Verifier(store, backend=backend).verify(parse(_read_document(file)), now=_moment(at))  # type: ignore[arg-type]
+    click.echo(
+        f"OK: signed by {verified.signer.subject} ({verified.signer.party}), "
+        f"{verified.method.name.lower().replace('_', '-')}"
+    )
+
+
+@envelope.command("validate")
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--allow-indefinite", is_flag=True, help="Accept RetainIndefinitely (senders allowed unlimited retention)."
+)
+@click.option("--min-months", default=1, show_default=True, type=click.IntRange(0, 1200))
+@click.option("--max-months", default=36, show_default=True, type=click.IntRange(1, 1200))
+@AT_OPTION
+@refusals_exit
+def envelope_validate(file: BinaryIO, allow_indefinite: bool, min_months: int, max_months: int, at: str | None) -> None:
+    """Check FILE against the envelope schema and the business rules (every problem is listed)."""
+    policy = MessageTypePolicy(
+        min_retention_months=min_months, max_retention_months=max_months, unlimited_allowed=allow_indefinite
+    )
+    model = validate_envelope(parse(_read_document(file)), now=_moment(at), policy=policy)
+    h = model.header
+    click.echo(
+        f"OK: {h.message_type} from {h.sender.institution_id} to {h.recipient.ebox_type} "
+        f"({len(model.content.attachments)} attachment(s), registered={str(h.registered).lower()})"
+    )
+
+
+def main() -> None:
+    cli(prog_name="hub")
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,1 @@
+"""Inbound: how envelopes enter the hub (doors, authorisation, idempotency, receipts)."""
