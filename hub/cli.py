@@ -15,6 +15,7 @@ from typing import BinaryIO, TypeVar
 
 import click
 
+from hub.demo import demo
 from hub.envelope.builder import build_envelope, to_bytes
 from hub.envelope.examples import KINDS, example
 from hub.envelope.rules import MessageTypePolicy
@@ -202,6 +203,9 @@ def envelope_validate(file: BinaryIO, allow_indefinite: bool, min_months: int, m
         f"OK: {h.message_type} from {h.sender.institution_id} to {h.recipient.ebox_type} "
         f"({len(model.content.attachments)} attachment(s), registered={str(h.registered).lower()})"
     )
+
+
+cli.add_command(demo)
 
 
 def main() -> None:

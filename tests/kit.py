@@ -75,4 +75,4 @@ def tree(data: bytes) -> etree._Element:
     return parse(data)
 
 
-__all__ = ["CREATED", "NOW", "Keyring", "example", "key_pair", "keyring", "replace", "tree", "unsigned", "UTC"]
+__all__ = ["CREATED", "NOW", "UTC", "Keyring", "example", "key_pair", "keyring", "replace", "tree", "unsigned"]

@@ -16,15 +16,11 @@ from hub.envelope import model as m
 from hub.errors import ErrorCode, Rejected
 from hub.safexml import element_path
 
-_E = "{" + m.ENVELOPE_NS + "}"
-_T = "{" + m.TYPES_NS + "}"
-
 
 def read_envelope(root: etree._Element) -> m.Envelope:
-    header = root.find(_E + "Header")
-    content = root.find(_E + "Content")
+    kids = _Kids(root)
     try:
-        return m.Envelope(header=_header(header), content=_content(content), id=root.get("Id"))
+        return m.Envelope(header=_header(kids.one("Header")), content=_content(kids.one("Content")), id=root.get("Id"))
     except (ValueError, ArithmeticError, OverflowError) as exc:
         # Schema-valid yet unreadable: e.g. xs:dateTime "24:00:00" or a year past 9999.
         raise Rejected(
@@ -33,71 +29,94 @@ def read_envelope(root: etree._Element) -> m.Envelope:
         ) from exc
 
 
-def _text(parent: etree._Element, name: str) -> str | None:
-    child = parent.find(_E + name)
-    return None if child is None else (child.text or "")
+class _Kids:
+    """An element's children grouped by local name: one pass instead of a find() per field."""
 
+    __slots__ = ("element", "groups")
 
-def _bool(parent: etree._Element, name: str) -> bool:
-    value = _text(parent, name)
-    return value is not None and value.strip() in ("true", "1")
+    def __init__(self, element: etree._Element) -> None:
+        self.element = element
+        groups: dict[str, list[etree._Element]] = {}
+        for child in element:
+            tag = child.tag
+            if isinstance(tag, str):
+                groups.setdefault(tag[tag.index("}") + 1 :], []).append(child)
+        self.groups = groups
 
+    def one(self, name: str) -> etree._Element | None:
+        found = self.groups.get(name)
+        return found[0] if found else None
 
-def _when(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    def all(self, name: str) -> list[etree._Element]:
+        return self.groups.get(name, [])
 
+    def text(self, name: str) -> str | None:
+        found = self.groups.get(name)
+        return (found[0].text or "") if found else None
 
-def _texts(parent: etree._Element, name: str) -> tuple[m.Text, ...]:
-    return tuple(m.Text(lang=m.Language(e.get("lang")), value=e.text or "") for e in parent.iterfind(_E + name))
+    def flag(self, name: str) -> bool:
+        value = self.text(name)
+        return value is not None and value.strip() in ("true", "1")
+
+    def when(self, name: str) -> datetime | None:
+        value = self.text(name)
+        return None if value is None else datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+
+    def texts(self, name: str) -> tuple[m.Text, ...]:
+        return tuple(m.Text(lang=m.Language(e.get("lang")), value=e.text or "") for e in self.all(name))
 
 
 def _sender(element: etree._Element) -> m.Sender:
-    behalf = element.find(_T + "OnBehalfOf")
+    kids = _Kids(element)
     return m.Sender(
-        organization_id=element.findtext(_T + "OrganizationId"),
-        application_id=element.findtext(_T + "ApplicationId"),
-        on_behalf_of=None if behalf is None else behalf.text,
+        organization_id=kids.text("OrganizationId"),
+        application_id=kids.text("ApplicationId"),
+        on_behalf_of=kids.text("OnBehalfOf"),
     )
 
 
 def _recipient(element: etree._Element) -> m.Recipient:
-    citizen = element.find(_E + "Citizen")
+    kids = _Kids(element)
+    citizen = kids.one("Citizen")
     if citizen is not None:
-        return m.Recipient(ebox_type=m.EboxType.CITIZEN, id=citizen.findtext(_E + "SSIN"))
-    enterprise = element.find(_E + "Enterprise")
-    fao = enterprise.find(_E + "ForTheAttentionOf")
+        return m.Recipient(ebox_type=m.EboxType.CITIZEN, id=_Kids(citizen).text("SSIN"))
+    enterprise = _Kids(kids.one("Enterprise"))
+    fao = enterprise.one("ForTheAttentionOf")
+    fao_kids = None if fao is None else _Kids(fao)
     return m.Recipient(
         ebox_type=m.EboxType.ENTERPRISE,
-        id=enterprise.findtext(_E + "CBE"),
-        sub_entity_id=_text(enterprise, "SubEntityId"),
+        id=enterprise.text("CBE"),
+        sub_entity_id=enterprise.text("SubEntityId"),
         for_the_attention_of=None
-        if fao is None
-        else m.ForTheAttentionOf(ssin=_text(fao, "SSIN"), name=_text(fao, "Name")),
+        if fao_kids is None
+        else m.ForTheAttentionOf(ssin=fao_kids.text("SSIN"), name=fao_kids.text("Name")),
     )
 
 
-def _header(h: etree._Element) -> m.Header:
+def _header(element: etree._Element) -> m.Header:
+    h = _Kids(element)
     return m.Header(
-        sender_message_id=_text(h, "SenderMessageId"),
-        sender=_sender(h.find(_E + "Sender")),
-        recipient=_recipient(h.find(_E + "Recipient")),
-        message_type=_text(h, "MessageType"),
-        created=_when(_text(h, "Created")),
-        expires_at=_when(_text(h, "ExpiresAt")),
-        retain_indefinitely=h.find(_E + "RetainIndefinitely") is not None,
-        effective_date=_when(_text(h, "EffectiveDate")),
-        registered=_bool(h, "Registered"),
-        opening_receipt=_bool(h, "OpeningReceipt"),
-        assurance_level=m.AssuranceLevel(_text(h, "AssuranceLevel") or "substantial"),
-        priority=m.Priority(_text(h, "Priority") or "normal"),
-        correlation_id=_text(h, "CorrelationId"),
-        original_message_id=_text(h, "OriginalMessageId"),
-        environment=m.Environment(_text(h, "Environment") or "PROD"),
+        sender_message_id=h.text("SenderMessageId"),
+        sender=_sender(h.one("Sender")),
+        recipient=_recipient(h.one("Recipient")),
+        message_type=h.text("MessageType"),
+        created=h.when("Created"),
+        expires_at=h.when("ExpiresAt"),
+        retain_indefinitely=h.one("RetainIndefinitely") is not None,
+        effective_date=h.when("EffectiveDate"),
+        registered=h.flag("Registered"),
+        opening_receipt=h.flag("OpeningReceipt"),
+        assurance_level=m.AssuranceLevel(h.text("AssuranceLevel") or "substantial"),
+        priority=m.Priority(h.text("Priority") or "normal"),
+        correlation_id=h.text("CorrelationId"),
+        original_message_id=h.text("OriginalMessageId"),
+        environment=m.Environment(h.text("Environment") or "PROD"),
     )
 
 
-def _attachment(a: etree._Element) -> m.Attachment:
-    content = a.find(_E + "Content")
+def _attachment(element: etree._Element) -> m.Attachment:
+    a = _Kids(element)
+    content = a.one("Content")
     try:
         data = binascii.a2b_base64("".join((content.text or "").split()), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
@@ -108,81 +127,90 @@ def _attachment(a: etree._Element) -> m.Attachment:
             line=content.sourceline,
         ) from exc
     return m.Attachment(
-        file_name=_text(a, "FileName"),
-        media_type=_text(a, "MediaType"),
-        size=int(_text(a, "Size")),
-        digest=bytes.fromhex(a.findtext(_E + "Digest").strip()),
+        file_name=a.text("FileName"),
+        media_type=a.text("MediaType"),
+        size=int(a.text("Size")),
+        digest=bytes.fromhex(a.text("Digest").strip()),
         content=data,
-        titles=_texts(a, "Title"),
-        signed=_bool(a, "Signed"),
+        titles=a.texts("Title"),
+        signed=a.flag("Signed"),
     )
 
 
-def _payment(p: etree._Element | None) -> m.Payment | None:
-    if p is None:
+def _payment(element: etree._Element | None) -> m.Payment | None:
+    if element is None:
         return None
-    vat = _text(p, "VatAmount")
+    p = _Kids(element)
+    vat = p.text("VatAmount")
     return m.Payment(
-        iban=_text(p, "IBAN"),
-        bic=_text(p, "BIC"),
-        beneficiary=_text(p, "Beneficiary"),
-        amount=Decimal(_text(p, "Amount")),
+        iban=p.text("IBAN"),
+        bic=p.text("BIC"),
+        beneficiary=p.text("Beneficiary"),
+        amount=Decimal(p.text("Amount")),
         vat_amount=None if vat is None else Decimal(vat),
-        currency=_text(p, "Currency"),
-        structured_reference=_text(p, "StructuredReference"),
-        free_reference=_text(p, "FreeReference"),
-        due_date=date.fromisoformat(_text(p, "DueDate").strip()),
+        currency=p.text("Currency"),
+        structured_reference=p.text("StructuredReference"),
+        free_reference=p.text("FreeReference"),
+        due_date=date.fromisoformat(p.text("DueDate").strip()),
     )
 
 
-def _reply_options(r: etree._Element | None) -> m.ReplyOptions | None:
-    if r is None:
+def _reply_options(element: etree._Element | None) -> m.ReplyOptions | None:
+    if element is None:
         return None
-    free = r.find(_E + "FreeText")
-    choices = tuple(
-        m.ReplyChoice(id=c.get("id"), labels=_texts(c, "Label")) for c in r.iterfind(f"{_E}Choices/{_E}Choice")
+    r = _Kids(element)
+    free = r.one("FreeText")
+    choices_element = r.one("Choices")
+    choices = (
+        ()
+        if choices_element is None
+        else tuple(m.ReplyChoice(id=c.get("id"), labels=_Kids(c).texts("Label")) for c in choices_element)
     )
     return m.ReplyOptions(
         choices=choices,
         free_text_max_length=None if free is None else int(free.get("maxLength", "2000")),
-        deadline=_when(_text(r, "Deadline")),
+        deadline=r.when("Deadline"),
     )
 
 
-def _business_data(b: etree._Element | None) -> tuple[m.BusinessDataEntry, ...]:
-    if b is None:
+def _business_data(element: etree._Element | None) -> tuple[m.BusinessDataEntry, ...]:
+    if element is None:
         return ()
     entries = []
-    for entry in b.iterfind(_E + "Entry"):
+    for entry in element:
+        e = _Kids(entry)
         values = tuple(
             m.Text(lang=m.Language(v.get("lang")), value=v.text or "") if v.get("lang") else (v.text or "")
-            for v in entry.iterfind(_E + "Value")
+            for v in e.all("Value")
         )
-        entries.append(m.BusinessDataEntry(key=entry.get("key"), names=_texts(entry, "Name"), values=values))
+        entries.append(m.BusinessDataEntry(key=entry.get("key"), names=e.texts("Name"), values=values))
     return tuple(entries)
 
 
-def _content(c: etree._Element) -> m.Content:
-    document = c.find(_E + "Document")
-    link = c.find(_E + "Link")
-    contact = c.find(_E + "Contact")
+def _content(element: etree._Element) -> m.Content:
+    c = _Kids(element)
+    document = c.one("Document")
+    link = c.one("Link")
+    contact = c.one("Contact")
+    link_kids = None if link is None else _Kids(link)
+    contact_kids = None if contact is None else _Kids(contact)
     return m.Content(
-        titles=_texts(c, "Title"),
-        subjects=_texts(c, "Subject"),
-        bodies=_texts(c, "Body"),
+        titles=c.texts("Title"),
+        subjects=c.texts("Subject"),
+        bodies=c.texts("Body"),
         document=None if document is None else _attachment(document),
-        annexes=tuple(_attachment(a) for a in c.iterfind(_E + "Annex")),
-        payment=_payment(c.find(_E + "Payment")),
-        reply_options=_reply_options(c.find(_E + "ReplyOptions")),
-        business_data=_business_data(c.find(_E + "BusinessData")),
-        link=None if link is None else m.Link(url=_text(link, "Url"), labels=_texts(link, "Label")),
+        annexes=tuple(_attachment(a) for a in c.all("Annex")),
+        payment=_payment(c.one("Payment")),
+        reply_options=_reply_options(c.one("ReplyOptions")),
+        business_data=_business_data(c.one("BusinessData")),
+        link=None if link_kids is None else m.Link(url=link_kids.text("Url"), labels=link_kids.texts("Label")),
         contact=None
-        if contact is None
+        if contact_kids is None
         else m.Contact(
-            name=_text(contact, "Name"),
-            email=_text(contact, "Email"),
-            phone=_text(contact, "Phone"),
-            url=_text(contact, "Url"),
-            address=_text(contact, "Address"),
+            name=contact_kids.text("Name"),
+            email=contact_kids.text("Email"),
+            phone=contact_kids.text("Phone"),
+            url=contact_kids.text("Url"),
+            address=contact_kids.text("Address"),
         ),
     )

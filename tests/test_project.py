@@ -1,0 +1,53 @@
+"""The project's own promises: lint clean, README commands true, demo tells its story."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from hub.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ruff_finds_nothing():
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_first_screen_has_exactly_the_two_setup_commands():
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```sh\n(.*?)```", readme, re.S).group(1).strip().splitlines()
+    assert first_block == [
+        "pip install -e . && hub demo                       # run the hub's main job on the embedded default",
+        "pip install -e '.[test]' && python -m pytest       # run the tests (lint included)",
+    ]
+    assert readme.index("```sh") < 1200  # on the first screen
+
+
+def test_ci_runs_the_readme_test_command():
+    script = (ROOT / ".ci/run").read_text()
+    assert "grep -E \"^pip install -e '\\.\\[test\\]' && \" README.md" in script
+
+
+def test_demo_accepts_every_kind_and_refuses_every_forgery(tmp_path):
+    result = CliRunner().invoke(cli, ["demo", "--keep", str(tmp_path / "d")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("accepted:") == 7
+    for code in ("SIGNATURE_INVALID", "UNKNOWN_SIGNER", "SIGNATURE_MISSING", "XML_FORBIDDEN", "IBAN_INVALID"):
+        assert f"refused {code}" in result.output
+    assert (tmp_path / "d/payment.signed.xml").exists()
+    assert "UNEXPECTED" not in result.output
+
+
+def test_the_package_runs_without_the_shared_folder_or_the_repository():
+    # The schemas ship inside the package; nothing at run time reads ../shared.
+    for path in (ROOT / "hub").rglob("*.py"):
+        assert "shared/" not in path.read_text(), path
+    assert (ROOT / "hub/schemas/envelope-1.xsd").is_file()
