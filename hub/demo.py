@@ -19,6 +19,7 @@ import click
 
 from hub.envelope import examples as ex
 from hub.envelope.builder import build_envelope, to_bytes
+from hub.envelope.model import Envelope
 from hub.errors import Rejected
 from hub.inbound.opening import open_envelope
 from hub.signing.keys import KeyPair, generate_key, self_signed_certificate, write_key_pair
@@ -46,7 +47,7 @@ def run_demo(folder: Path, echo: Callable[[str], None] = click.echo) -> int:
     verifier = Verifier(TrustStore(trusted(org, pair.certificate) for org, pair in pairs.items()))
     echo(f"Keys for {len(pairs)} organisations in {folder / 'keys'}; trust store built.\n")
 
-    def sign(model, org: str | None = None) -> bytes:  # type: ignore[no-untyped-def]
+    def sign(model: Envelope, org: str | None = None) -> bytes:
         return to_bytes(Signer(pairs[org or model.header.sender.organization_id]).sign(build_envelope(model)))
 
     surprises = 0
@@ -70,6 +71,7 @@ def run_demo(folder: Path, echo: Callable[[str], None] = click.echo) -> int:
         )
 
     letter = ex.example("payment", created=now - timedelta(minutes=1))
+    assert letter.content.payment is not None
     good = sign(letter)
     forged_sender = replace(
         letter, header=replace(letter.header, sender=replace(letter.header.sender, organization_id=ex.SOCIAL))

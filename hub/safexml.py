@@ -56,6 +56,9 @@ def parse(data: bytes, *, limits: ParseLimits = DEFAULT_LIMITS) -> etree._Elemen
             f"the document is {len(data)} bytes; the limit is {limits.max_bytes}. "
             "Send large files as separate messages or reduce attachment sizes.",
         )
+    head = bytes(data[:4])
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")) or b"\x00" in head:
+        raise Rejected(ErrorCode.XML_FORBIDDEN, "the document is encoded as UTF-16 or UTF-32; send it as UTF-8.")
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise Rejected(
             ErrorCode.XML_FORBIDDEN,
@@ -82,15 +85,13 @@ def _refuse_forbidden_nodes(root: etree._Element) -> None:
     docinfo = root.getroottree().docinfo
     if docinfo.internalDTD is not None or docinfo.externalDTD is not None or docinfo.doctype:
         raise Rejected(ErrorCode.XML_FORBIDDEN, "document type declarations are not accepted; remove the DOCTYPE.")
-    sibling = root.getprevious()
-    while sibling is not None:
+    for sibling in (*root.itersiblings(preceding=True), *root.itersiblings()):
         if isinstance(sibling, etree._ProcessingInstruction):
             raise Rejected(
                 ErrorCode.XML_FORBIDDEN,
                 f"processing instructions are not accepted (<?{sibling.target} ...?>); remove it.",
                 line=sibling.sourceline,
             )
-        sibling = sibling.getprevious()
     for node in root.iter(etree.PI, etree.Entity):
         kind = "processing instructions" if isinstance(node, etree._ProcessingInstruction) else "entity references"
         raise Rejected(ErrorCode.XML_FORBIDDEN, f"{kind} are not accepted; remove it.", line=node.sourceline)

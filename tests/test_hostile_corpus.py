@@ -36,7 +36,7 @@ from hub.signing.keys import KeyPair
 from hub.signing.signer import Signer
 from hub.signing.truststore import TrustStore, trusted
 from hub.signing.verifier import Verifier
-from tests.kit import CREATED, NOW, example, key_pair, keyring, unsigned
+from tests.kit import CREATED, NOW, Keyring, example, key_pair, keyring, unsigned
 
 BACKENDS = ("fast", "signxml")
 
@@ -85,7 +85,7 @@ class Case:
         return built if isinstance(built, Hostile) else Hostile(built)
 
 
-def keys():
+def keys() -> Keyring:
     return keyring("ec")
 
 
@@ -131,9 +131,7 @@ def sign_with(root: etree._Element, pair: KeyPair, *, certificate=None, referenc
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return signer.sign(
-            root, key=pair.key, cert=[certificate or pair.certificate], reference_uri=reference_uri
-        )
+        return signer.sign(root, key=pair.key, cert=[certificate or pair.certificate], reference_uri=reference_uri)
 
 
 def with_header(env: m.Envelope, **changes: object) -> m.Envelope:
@@ -171,12 +169,8 @@ def xxe_file_passwd() -> bytes:
 
 
 def billion_laughs() -> bytes:
-    entities = ['<!ENTITY lol0 "lol">'] + [
-        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)
-    ]
-    return (
-        '<?xml version="1.0"?>\n<!DOCTYPE lolz [' + "".join(entities) + "]>\n<lolz>&lol9;</lolz>"
-    ).encode()
+    entities = ['<!ENTITY lol0 "lol">'] + [f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)]
+    return ('<?xml version="1.0"?>\n<!DOCTYPE lolz [' + "".join(entities) + "]>\n<lolz>&lol9;</lolz>").encode()
 
 
 def external_dtd() -> bytes:
@@ -326,6 +320,29 @@ def acknowledgement_root_signed() -> bytes:
     return _signed_retagged_root(f"{{{m.ACK_NS}}}Acknowledgement")
 
 
+def whole_document_in_wrong_namespace_signed() -> bytes:
+    """Every element in a namespace the hub does not know (a sender on a "version 2")."""
+    data = unsigned().replace(m.ENVELOPE_NS.encode(), b"urn:ebox-hub:envelope:2")
+    return keys().sign_root(etree.fromstring(data), ex.FINANCE)
+
+
+def genuine_acknowledgement_signed() -> bytes:
+    """A real, signed acknowledgement posted where an envelope is due."""
+    a, t = "{" + m.ACK_NS + "}", "{" + m.TYPES_NS + "}"
+    root = etree.Element(a + "Acknowledgement", nsmap={None: m.ACK_NS, "t": m.TYPES_NS})
+    for name, value in (
+        ("AcknowledgementId", "ACK-1"),
+        ("Event", "delivered"),
+        ("OccurredAt", "2026-11-02T09:30:00Z"),
+        ("Issuer", "hub"),
+    ):
+        etree.SubElement(root, a + name).text = value
+    sender = etree.SubElement(root, a + "Sender")
+    etree.SubElement(sender, t + "OrganizationId").text = ex.FINANCE
+    etree.SubElement(sender, t + "ApplicationId").text = "tax-on-web"
+    return keys().sign_root(root, ex.FINANCE)
+
+
 def unknown_root_name_signed() -> bytes:
     return _signed_retagged_root(E + "Envelope")
 
@@ -411,9 +428,11 @@ def reference_to_external_uri() -> bytes:
 
 
 def _forged(kind: str = "citizen-letter") -> etree._Element:
-    """A forged envelope: same sender, another recipient, another subject."""
-    env = with_recipient(example(kind), id=ex.CITIZEN_B)
-    env = with_content(env, subjects=tuple(replace(s, value="Remboursement: cliquez ici") for s in env.content.subjects))
+    """A forged envelope: same sender, another recipient, another subject, no reply asked."""
+    env = with_content(with_recipient(example(kind), id=ex.CITIZEN_B), reply_options=None)
+    env = with_content(
+        env, subjects=tuple(replace(s, value="Remboursement: cliquez ici") for s in env.content.subjects)
+    )
     return build_envelope(env)
 
 
@@ -754,10 +773,17 @@ CORPUS: tuple[Case, ...] = (
     # Schema
     Case("wrong-namespace-root-signed", wrong_namespace_root_signed, C.SCHEMA_INVALID, "/PublishMessage"),
     Case("acknowledgement-root-signed", acknowledgement_root_signed, C.SCHEMA_INVALID, "/Acknowledgement"),
-    Case("unknown-root-name-signed", unknown_root_name_signed, C.SCHEMA_INVALID),
+    Case(
+        "whole-document-in-wrong-namespace",
+        whole_document_in_wrong_namespace_signed,
+        C.SCHEMA_INVALID,
+        "/PublishMessage",
+    ),
+    Case("genuine-acknowledgement-signed", genuine_acknowledgement_signed, C.SCHEMA_INVALID, "/Acknowledgement"),
+    Case("unknown-root-name-signed", unknown_root_name_signed, C.SCHEMA_INVALID, "/Envelope"),
     Case("unknown-element-in-header", unknown_element_in_header, C.SCHEMA_INVALID, "Urgency"),
     Case("media-type-not-allowed", media_type_not_allowed, C.SCHEMA_INVALID, "Document/MediaType"),
-    Case("xinclude-not-processed", xinclude_not_processed, C.SCHEMA_INVALID, "include"),
+    Case("xinclude-not-processed", xinclude_not_processed, C.SCHEMA_INVALID, "/PublishMessage/Content/include"),
     # Signature presence and scope
     Case("unsigned", unsigned_envelope, C.SIGNATURE_MISSING),
     Case("signature-in-foreign-namespace", signature_in_foreign_namespace, C.SIGNATURE_MISSING),
@@ -800,18 +826,21 @@ CORPUS: tuple[Case, ...] = (
     Case("trust-window-not-started", trust_window_not_started, C.CERT_NOT_YET_VALID),
     # Business rules
     Case("recipient-ssin-invalid", recipient_ssin_invalid, C.SSIN_INVALID, "Citizen/SSIN"),
-    Case("for-the-attention-of-ssin-invalid", for_the_attention_of_ssin_invalid, C.SSIN_INVALID,
-         "ForTheAttentionOf/SSIN"),
+    Case(
+        "for-the-attention-of-ssin-invalid", for_the_attention_of_ssin_invalid, C.SSIN_INVALID, "ForTheAttentionOf/SSIN"
+    ),
     Case("enterprise-recipient-cbe-invalid", enterprise_recipient_cbe_invalid, C.CBE_INVALID, "Enterprise/CBE"),
     Case("on-behalf-of-cbe-invalid", on_behalf_of_cbe_invalid, C.CBE_INVALID, "Sender/OnBehalfOf"),
     Case("iban-invalid", iban_invalid, C.IBAN_INVALID, "Payment/IBAN"),
     Case("bic-invalid", bic_invalid, C.BIC_INVALID, "Payment/BIC"),
-    Case("structured-reference-invalid", structured_reference_invalid, C.REFERENCE_INVALID,
-         "Payment/StructuredReference"),
+    Case(
+        "structured-reference-invalid", structured_reference_invalid, C.REFERENCE_INVALID, "Payment/StructuredReference"
+    ),
     Case("expiry-one-week", expiry_one_week, C.EXPIRY_OUT_OF_RANGE, "ExpiresAt"),
     Case("expiry-four-years", expiry_four_years, C.EXPIRY_OUT_OF_RANGE, "ExpiresAt"),
-    Case("retain-indefinitely-not-allowed", retain_indefinitely_not_allowed, C.EXPIRY_OUT_OF_RANGE,
-         "RetainIndefinitely"),
+    Case(
+        "retain-indefinitely-not-allowed", retain_indefinitely_not_allowed, C.EXPIRY_OUT_OF_RANGE, "RetainIndefinitely"
+    ),
     Case("expiry-already-passed", expiry_already_passed, C.EXPIRY_OUT_OF_RANGE, "ExpiresAt"),
     Case("created-in-future", created_in_future, C.DATE_INCONSISTENT, "Header/Created"),
     Case("effective-date-after-expiry", effective_date_after_expiry, C.DATE_INCONSISTENT, "EffectiveDate"),
@@ -825,8 +854,6 @@ CORPUS: tuple[Case, ...] = (
     Case("no-body-and-no-document", no_body_and_no_document, C.MAIN_CONTENT_MISSING, "/Content"),
     Case("two-choices-same-id", two_choices_same_id, C.REPLY_OPTIONS_INVALID, "ReplyOptions/Choices"),
 )
-
-PARSE_STAGE = {C.XML_FORBIDDEN, C.XML_MALFORMED}
 
 
 def _open(hostile: Hostile, backend: str):

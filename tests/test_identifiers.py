@@ -276,7 +276,9 @@ def test_an_ssin_with_surrounding_whitespace_is_refused(case: tuple[str, date], 
 
 @FAST
 @given(ssins(), st.integers(min_value=0, max_value=10), st.sampled_from([ARABIC_INDIC_THREE, "\uff13", "a", "-", "."]))
-def test_an_ssin_with_a_non_ascii_digit_or_non_digit_is_refused(case: tuple[str, date], position: int, bad: str) -> None:
+def test_an_ssin_with_a_non_ascii_digit_or_non_digit_is_refused(
+    case: tuple[str, date], position: int, bad: str
+) -> None:
     ssin, _ = case
     assert not is_valid_ssin(substitute(ssin, position, bad))
 
@@ -428,7 +430,9 @@ def test_changing_any_digit_of_an_iban_is_refused(data: st.DataObject, iban: str
 @FAST
 @given(st.data(), ibans())
 def test_swapping_two_adjacent_different_digits_of_an_iban_is_refused(data: st.DataObject, iban: str) -> None:
-    pairs = [i for i in range(4, len(iban) - 1) if iban[i] in DIGITS and iban[i + 1] in DIGITS and iban[i] != iban[i + 1]]
+    pairs = [
+        i for i in range(4, len(iban) - 1) if iban[i] in DIGITS and iban[i + 1] in DIGITS and iban[i] != iban[i + 1]
+    ]
     assume(pairs)
     assert not is_valid_iban(swap(iban, data.draw(st.sampled_from(pairs))))
 
@@ -597,7 +601,9 @@ def test_a_structured_reference_of_the_wrong_length_is_refused(digits12: str, ho
 @FAST
 @given(reference_digits(), st.integers(min_value=0, max_value=11))
 def test_a_structured_reference_with_a_non_ascii_digit_is_refused(digits12: str, position: int) -> None:
-    assert not is_valid_structured_reference(format_structured_reference(substitute(digits12, position, ARABIC_INDIC_THREE)))
+    assert not is_valid_structured_reference(
+        format_structured_reference(substitute(digits12, position, ARABIC_INDIC_THREE))
+    )
 
 
 @FAST

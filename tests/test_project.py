@@ -21,6 +21,13 @@ def test_ruff_finds_nothing():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_mypy_finds_nothing():
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_readme_first_screen_has_exactly_the_two_setup_commands():
     readme = (ROOT / "README.md").read_text()
     first_block = re.search(r"```sh\n(.*?)```", readme, re.S).group(1).strip().splitlines()

@@ -8,6 +8,7 @@ filled in from the document.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import zipfile
@@ -65,7 +66,7 @@ def with_payment(envelope: m.Envelope, **fields: object) -> m.Envelope:
 
 def created_at(created: datetime, kind: str = "citizen-letter", **fields: object) -> m.Envelope:
     """An example created at ``created``; expiry 12 months later unless given."""
-    return ex.example(kind, created=created) if not fields else with_header(ex.example(kind, created=created), **fields)
+    return with_header(ex.example(kind, created=created), **fields)
 
 
 def check(envelope: m.Envelope, *, now: datetime = NOW, **kwargs: object) -> list[Violation]:
@@ -197,9 +198,7 @@ def test_given_an_integrator_sending_on_behalf_of_a_wrong_number_then_cbe_invali
 
 def test_given_an_enterprise_recipient_with_a_wrong_number_then_cbe_invalid_at_the_recipient() -> None:
     envelope = with_recipient(example("enterprise"), id=BAD_CBE)
-    violation = assert_one(
-        check(envelope), E.CBE_INVALID, HEADER + "/Recipient/Enterprise/CBE", "check the 10 digits"
-    )
+    violation = assert_one(check(envelope), E.CBE_INVALID, HEADER + "/Recipient/Enterprise/CBE", "check the 10 digits")
     assert BAD_CBE in violation.message
 
 
@@ -231,10 +230,19 @@ def test_given_a_citizen_number_on_an_enterprise_recipient_then_cbe_invalid() ->
 @pytest.mark.parametrize(
     ("start", "months", "expected"),
     [
-        pytest.param(datetime(2027, 1, 31, 9, 30, tzinfo=UTC), 1, datetime(2027, 2, 28, 9, 30, tzinfo=UTC), id="31-jan-to-28-feb"),
-        pytest.param(datetime(2028, 1, 31, 9, 30, tzinfo=UTC), 1, datetime(2028, 2, 29, 9, 30, tzinfo=UTC), id="31-jan-to-29-feb-leap"),
+        pytest.param(
+            datetime(2027, 1, 31, 9, 30, tzinfo=UTC), 1, datetime(2027, 2, 28, 9, 30, tzinfo=UTC), id="31-jan-to-28-feb"
+        ),
+        pytest.param(
+            datetime(2028, 1, 31, 9, 30, tzinfo=UTC),
+            1,
+            datetime(2028, 2, 29, 9, 30, tzinfo=UTC),
+            id="31-jan-to-29-feb-leap",
+        ),
         pytest.param(datetime(2027, 3, 31, tzinfo=UTC), 1, datetime(2027, 4, 30, tzinfo=UTC), id="31-mar-to-30-apr"),
-        pytest.param(datetime(2026, 12, 15, tzinfo=UTC), 1, datetime(2027, 1, 15, tzinfo=UTC), id="december-to-january"),
+        pytest.param(
+            datetime(2026, 12, 15, tzinfo=UTC), 1, datetime(2027, 1, 15, tzinfo=UTC), id="december-to-january"
+        ),
         pytest.param(datetime(2028, 2, 29, tzinfo=UTC), 12, datetime(2029, 2, 28, tzinfo=UTC), id="29-feb-plus-a-year"),
         pytest.param(CREATED, 36, datetime(2029, 11, 2, 9, 0, tzinfo=UTC), id="36-months"),
         pytest.param(datetime(2026, 5, 31, tzinfo=UTC), 0, datetime(2026, 5, 31, tzinfo=UTC), id="zero"),
@@ -477,11 +485,33 @@ def _duplicate_choice_label(e: m.Envelope) -> m.Envelope:
 @pytest.mark.parametrize(
     ("kind", "change", "path", "fragment"),
     [
-        pytest.param("citizen-letter", _duplicate_subject, CONTENT + "/Subject", "the subject is given 2 times in language fr", id="subject"),
-        pytest.param("citizen-letter", _duplicate_body, CONTENT + "/Body", "the body is given 2 times in language nl", id="body"),
-        pytest.param("citizen-letter", _duplicate_title, CONTENT + "/Title", "the title is given 2 times in language fr", id="title"),
-        pytest.param("citizen-pdf", _duplicate_document_title, CONTENT + "/Document/Title", "the attachment title", id="document-title"),
-        pytest.param("citizen-pdf", _duplicate_annex_title, CONTENT + "/Annex[2]/Title", "the attachment title", id="annex-title"),
+        pytest.param(
+            "citizen-letter",
+            _duplicate_subject,
+            CONTENT + "/Subject",
+            "the subject is given 2 times in language fr",
+            id="subject",
+        ),
+        pytest.param(
+            "citizen-letter", _duplicate_body, CONTENT + "/Body", "the body is given 2 times in language nl", id="body"
+        ),
+        pytest.param(
+            "citizen-letter",
+            _duplicate_title,
+            CONTENT + "/Title",
+            "the title is given 2 times in language fr",
+            id="title",
+        ),
+        pytest.param(
+            "citizen-pdf",
+            _duplicate_document_title,
+            CONTENT + "/Document/Title",
+            "the attachment title",
+            id="document-title",
+        ),
+        pytest.param(
+            "citizen-pdf", _duplicate_annex_title, CONTENT + "/Annex[2]/Title", "the attachment title", id="annex-title"
+        ),
         pytest.param("citizen-pdf", _duplicate_link_label, CONTENT + "/Link/Label", "the link label", id="link-label"),
         pytest.param(
             "registered",
@@ -568,7 +598,9 @@ def test_given_a_document_with_a_wrong_size_then_the_path_names_the_document() -
 
 def test_given_a_digest_of_other_bytes_then_digest_mismatch() -> None:
     annex = replace(text_file(), digest=hashlib.sha256(b"something else").digest())
-    assert_one(check(with_annexes(annex)), E.DIGEST_MISMATCH, CONTENT + "/Annex/Digest", "SHA-256 digest does not match")
+    assert_one(
+        check(with_annexes(annex)), E.DIGEST_MISMATCH, CONTENT + "/Annex/Digest", "SHA-256 digest does not match"
+    )
 
 
 def test_given_two_annexes_and_a_wrong_digest_on_the_second_then_the_path_is_indexed() -> None:
@@ -584,8 +616,6 @@ def test_given_two_annexes_and_a_wrong_digest_on_the_second_then_the_path_is_ind
 
 
 def test_given_a_digest_of_the_base64_text_instead_of_the_bytes_then_digest_mismatch() -> None:
-    import base64
-
     content = b"Hello\n"
     annex = replace(text_file(content), digest=hashlib.sha256(base64.b64encode(content)).digest())
     assert where(check(with_annexes(annex))) == [(E.DIGEST_MISMATCH, CONTENT + "/Annex/Digest")]
@@ -644,13 +674,9 @@ def test_given_a_file_name_without_extension_then_media_type_mismatch_at_file_na
     assert "expected .txt or .text" in violation.message
 
 
-def test_given_a_pdf_named_and_declared_as_a_png_then_both_bytes_and_extension_fit_png_rules() -> None:
-    # Bytes of a PDF, declared image/png, named .pdf: two different mismatches.
+def test_given_pdf_bytes_declared_png_and_named_pdf_then_both_mismatches_are_reported() -> None:
     violations = check(with_annexes(ex.attachment("scan.pdf", "image/png", PDF_BYTES)))
-    assert where(violations) == [
-        (E.MEDIA_TYPE_MISMATCH, CONTENT + "/Annex/MediaType"),
-        (E.MEDIA_TYPE_MISMATCH, CONTENT + "/Annex/FileName"),
-    ] or where(violations) == [
+    assert sorted(where(violations)) == [
         (E.MEDIA_TYPE_MISMATCH, CONTENT + "/Annex/FileName"),
         (E.MEDIA_TYPE_MISMATCH, CONTENT + "/Annex/MediaType"),
     ]
@@ -710,12 +736,20 @@ def test_given_a_document_and_annexes_then_the_total_counts_the_document_too() -
         pytest.param("bic", "GKCCXXBB", E.BIC_INVALID, "/BIC", "GKCCXXBB is not a valid BIC", id="bic-country"),
         pytest.param("bic", "GKCCBEB", E.BIC_INVALID, "/BIC", "is not a valid BIC", id="bic-length"),
         pytest.param(
-            "structured_reference", "+++010/8068/17184+++", E.REFERENCE_INVALID, "/StructuredReference",
-            "+++010/8068/17184+++ is not a valid structured reference", id="reference-check",
+            "structured_reference",
+            "+++010/8068/17184+++",
+            E.REFERENCE_INVALID,
+            "/StructuredReference",
+            "+++010/8068/17184+++ is not a valid structured reference",
+            id="reference-check",
         ),
         pytest.param(
-            "structured_reference", "+++010/8068/1718+++", E.REFERENCE_INVALID, "/StructuredReference",
-            "modulo 97", id="reference-length",
+            "structured_reference",
+            "+++010/8068/1718+++",
+            E.REFERENCE_INVALID,
+            "/StructuredReference",
+            "modulo 97",
+            id="reference-length",
         ),
     ],
 )
@@ -757,7 +791,12 @@ def test_given_several_repeated_choice_ids_then_all_are_named_sorted_in_one_viol
     label = (t(FR, "x"),)
     choices = tuple(m.ReplyChoice(id=i, labels=label) for i in ("b", "a", "b", "a", "c"))
     options = replace(envelope.content.reply_options, choices=choices)
-    assert_one(check(with_content(envelope, reply_options=options)), E.REPLY_OPTIONS_INVALID, CONTENT + "/ReplyOptions/Choices", "repeated: a, b.")
+    assert_one(
+        check(with_content(envelope, reply_options=options)),
+        E.REPLY_OPTIONS_INVALID,
+        CONTENT + "/ReplyOptions/Choices",
+        "repeated: a, b.",
+    )
 
 
 # --- several violations --------------------------------------------------------------------
@@ -775,7 +814,9 @@ def _many_violations() -> m.Envelope:
         envelope,
         subjects=(*envelope.content.subjects, t(FR, "Encore")),
         annexes=(first, second),
-        reply_options=m.ReplyOptions(choices=(m.ReplyChoice(id="yes", labels=label), m.ReplyChoice(id="yes", labels=label))),
+        reply_options=m.ReplyOptions(
+            choices=(m.ReplyChoice(id="yes", labels=label), m.ReplyChoice(id="yes", labels=label))
+        ),
     )
     return with_payment(envelope, iban="BE71096123456768")
 
@@ -913,7 +954,11 @@ def test_given_many_violations_when_validated_then_each_has_a_line_and_lines_fol
 def test_given_a_violation_on_the_content_element_when_validated_then_the_line_is_the_content_start_tag() -> None:
     error, data = rejected(with_content(example(), bodies=()))
     violation = only(list(error.violations))
-    assert (violation.code, violation.path, violation.line) == (E.MAIN_CONTENT_MISSING, CONTENT, line_of(data, "<Content>"))
+    assert (violation.code, violation.path, violation.line) == (
+        E.MAIN_CONTENT_MISSING,
+        CONTENT,
+        line_of(data, "<Content>"),
+    )
 
 
 def test_given_an_expired_message_when_validated_at_a_later_clock_then_refused_with_the_expiry_line() -> None:

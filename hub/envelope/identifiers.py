@@ -15,6 +15,8 @@ module only fixes which variant the hub accepts:
 
 from __future__ import annotations
 
+import re
+
 from stdnum import bic as _bic
 from stdnum import iban as _iban
 from stdnum.be import ogm_vcs as _ogm
@@ -31,8 +33,15 @@ def is_valid_cbe(value: str) -> bool:
     return len(value) == 10 and value.isascii() and value.isdigit() and value[0] in "01" and _cbe.is_valid(value)
 
 
+# The written forms accepted. stdnum is lenient about separators and reads any Unicode
+# digit; the hub takes only the compact ASCII form (and the reference as printed).
+_IBAN = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}")
+_BIC = re.compile(r"[A-Z]{6}[A-Z0-9]{2}(?:[A-Z0-9]{3})?")
+_REFERENCE = re.compile(r"(\+\+\+|\*\*\*)?[0-9]{3}/?[0-9]{4}/?[0-9]{5}(\+\+\+|\*\*\*)?")
+
+
 def is_valid_iban(value: str) -> bool:
-    if value != value.strip().upper() or " " in value:
+    if not _IBAN.fullmatch(value):
         return False
     try:
         _iban.validate(value, check_country=False)
@@ -42,7 +51,7 @@ def is_valid_iban(value: str) -> bool:
 
 
 def is_valid_bic(value: str) -> bool:
-    return value == value.upper() and _bic.is_valid(value)
+    return bool(_BIC.fullmatch(value)) and _bic.is_valid(value)
 
 
 def structured_reference_digits(value: str) -> str:
@@ -51,8 +60,10 @@ def structured_reference_digits(value: str) -> str:
 
 
 def is_valid_structured_reference(value: str) -> bool:
-    digits = structured_reference_digits(value)
-    return len(digits) == 12 and _ogm.is_valid(digits)
+    written = _REFERENCE.fullmatch(value)
+    if not written or (written.group(1) or "") != (written.group(2) or ""):
+        return False
+    return _ogm.is_valid(structured_reference_digits(value))
 
 
 def format_structured_reference(digits: str) -> str:

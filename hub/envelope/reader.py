@@ -29,6 +29,10 @@ def read_envelope(root: etree._Element) -> m.Envelope:
         ) from exc
 
 
+def _moment(value: str) -> datetime:
+    return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+
+
 class _Kids:
     """An element's children grouped by local name: one pass instead of a find() per field."""
 
@@ -42,6 +46,13 @@ class _Kids:
             if isinstance(tag, str):
                 groups.setdefault(tag[tag.index("}") + 1 :], []).append(child)
         self.groups = groups
+
+    def required(self, name: str) -> str:
+        """The text of a child the schema makes mandatory (the tree is schema-valid)."""
+        found = self.groups.get(name)
+        if not found:
+            raise ValueError(f"{name} is missing")
+        return found[0].text or ""
 
     def one(self, name: str) -> etree._Element | None:
         found = self.groups.get(name)
@@ -60,17 +71,17 @@ class _Kids:
 
     def when(self, name: str) -> datetime | None:
         value = self.text(name)
-        return None if value is None else datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return None if value is None else _moment(value)
 
     def texts(self, name: str) -> tuple[m.Text, ...]:
-        return tuple(m.Text(lang=m.Language(e.get("lang")), value=e.text or "") for e in self.all(name))
+        return tuple(m.Text(lang=m.Language(e.get("lang", "")), value=e.text or "") for e in self.all(name))
 
 
 def _sender(element: etree._Element) -> m.Sender:
     kids = _Kids(element)
     return m.Sender(
-        organization_id=kids.text("OrganizationId"),
-        application_id=kids.text("ApplicationId"),
+        organization_id=kids.required("OrganizationId"),
+        application_id=kids.required("ApplicationId"),
         on_behalf_of=kids.text("OnBehalfOf"),
     )
 
@@ -79,13 +90,13 @@ def _recipient(element: etree._Element) -> m.Recipient:
     kids = _Kids(element)
     citizen = kids.one("Citizen")
     if citizen is not None:
-        return m.Recipient(ebox_type=m.EboxType.CITIZEN, id=_Kids(citizen).text("SSIN"))
+        return m.Recipient(ebox_type=m.EboxType.CITIZEN, id=_Kids(citizen).required("SSIN"))
     enterprise = _Kids(kids.one("Enterprise"))
     fao = enterprise.one("ForTheAttentionOf")
     fao_kids = None if fao is None else _Kids(fao)
     return m.Recipient(
         ebox_type=m.EboxType.ENTERPRISE,
-        id=enterprise.text("CBE"),
+        id=enterprise.required("CBE"),
         sub_entity_id=enterprise.text("SubEntityId"),
         for_the_attention_of=None
         if fao_kids is None
@@ -96,11 +107,11 @@ def _recipient(element: etree._Element) -> m.Recipient:
 def _header(element: etree._Element) -> m.Header:
     h = _Kids(element)
     return m.Header(
-        sender_message_id=h.text("SenderMessageId"),
+        sender_message_id=h.required("SenderMessageId"),
         sender=_sender(h.one("Sender")),
         recipient=_recipient(h.one("Recipient")),
-        message_type=h.text("MessageType"),
-        created=h.when("Created"),
+        message_type=h.required("MessageType"),
+        created=_moment(h.required("Created")),
         expires_at=h.when("ExpiresAt"),
         retain_indefinitely=h.one("RetainIndefinitely") is not None,
         effective_date=h.when("EffectiveDate"),
@@ -116,7 +127,7 @@ def _header(element: etree._Element) -> m.Header:
 
 def _attachment(element: etree._Element) -> m.Attachment:
     a = _Kids(element)
-    content = a.one("Content")
+    content = a.groups["Content"][0]
     try:
         data = binascii.a2b_base64("".join((content.text or "").split()), strict_mode=True)
     except (binascii.Error, ValueError) as exc:
@@ -127,10 +138,10 @@ def _attachment(element: etree._Element) -> m.Attachment:
             line=content.sourceline,
         ) from exc
     return m.Attachment(
-        file_name=a.text("FileName"),
-        media_type=a.text("MediaType"),
-        size=int(a.text("Size")),
-        digest=bytes.fromhex(a.text("Digest").strip()),
+        file_name=a.required("FileName"),
+        media_type=a.required("MediaType"),
+        size=int(a.required("Size")),
+        digest=bytes.fromhex(a.required("Digest").strip()),
         content=data,
         titles=a.texts("Title"),
         signed=a.flag("Signed"),
@@ -143,15 +154,15 @@ def _payment(element: etree._Element | None) -> m.Payment | None:
     p = _Kids(element)
     vat = p.text("VatAmount")
     return m.Payment(
-        iban=p.text("IBAN"),
+        iban=p.required("IBAN"),
         bic=p.text("BIC"),
         beneficiary=p.text("Beneficiary"),
-        amount=Decimal(p.text("Amount")),
+        amount=Decimal(p.required("Amount")),
         vat_amount=None if vat is None else Decimal(vat),
-        currency=p.text("Currency"),
+        currency=p.required("Currency"),
         structured_reference=p.text("StructuredReference"),
         free_reference=p.text("FreeReference"),
-        due_date=date.fromisoformat(p.text("DueDate").strip()),
+        due_date=date.fromisoformat(p.required("DueDate").strip()),
     )
 
 
@@ -164,7 +175,7 @@ def _reply_options(element: etree._Element | None) -> m.ReplyOptions | None:
     choices = (
         ()
         if choices_element is None
-        else tuple(m.ReplyChoice(id=c.get("id"), labels=_Kids(c).texts("Label")) for c in choices_element)
+        else tuple(m.ReplyChoice(id=c.get("id", ""), labels=_Kids(c).texts("Label")) for c in choices_element)
     )
     return m.ReplyOptions(
         choices=choices,
@@ -180,10 +191,10 @@ def _business_data(element: etree._Element | None) -> tuple[m.BusinessDataEntry,
     for entry in element:
         e = _Kids(entry)
         values = tuple(
-            m.Text(lang=m.Language(v.get("lang")), value=v.text or "") if v.get("lang") else (v.text or "")
+            m.Text(lang=m.Language(v.get("lang", "")), value=v.text or "") if v.get("lang") else (v.text or "")
             for v in e.all("Value")
         )
-        entries.append(m.BusinessDataEntry(key=entry.get("key"), names=e.texts("Name"), values=values))
+        entries.append(m.BusinessDataEntry(key=entry.get("key", ""), names=e.texts("Name"), values=values))
     return tuple(entries)
 
 
@@ -203,7 +214,7 @@ def _content(element: etree._Element) -> m.Content:
         payment=_payment(c.one("Payment")),
         reply_options=_reply_options(c.one("ReplyOptions")),
         business_data=_business_data(c.one("BusinessData")),
-        link=None if link_kids is None else m.Link(url=link_kids.text("Url"), labels=link_kids.texts("Label")),
+        link=None if link_kids is None else m.Link(url=link_kids.required("Url"), labels=link_kids.texts("Label")),
         contact=None
         if contact_kids is None
         else m.Contact(

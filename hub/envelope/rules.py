@@ -79,7 +79,7 @@ def check_rules(
     policy: MessageTypePolicy = DEFAULT_POLICY,
     limits: RuleLimits = DEFAULT_RULE_LIMITS,
 ) -> list[Violation]:
-    """Every broken business rule of ``envelope``, in document order."""
+    """Every broken business rule of ``envelope``, in document order (rules sharing an element keep rule order)."""
     checks: Iterable[Iterator[Violation]] = (
         _parties(envelope.header),
         _dates(envelope, now, policy, limits),
@@ -89,7 +89,80 @@ def check_rules(
         _payment(envelope.content.payment),
         _reply_options(envelope.content.reply_options),
     )
-    return [violation for check in checks for violation in check]
+    found = [violation for check in checks for violation in check]
+    return sorted(found, key=lambda violation: document_position(violation.path))
+
+
+# Child elements in schema order, per parent (envelope-1.xsd): ranks violations in document order.
+_SCHEMA_ORDER: dict[str, tuple[str, ...]] = {
+    "PublishMessage": ("Header", "Content"),
+    "Header": (
+        "SenderMessageId",
+        "Sender",
+        "Recipient",
+        "MessageType",
+        "Created",
+        "ExpiresAt",
+        "RetainIndefinitely",
+        "EffectiveDate",
+        "Registered",
+        "OpeningReceipt",
+        "AssuranceLevel",
+        "Priority",
+        "CorrelationId",
+        "OriginalMessageId",
+        "Environment",
+    ),
+    "Sender": ("OrganizationId", "ApplicationId", "OnBehalfOf"),
+    "Recipient": ("Citizen", "Enterprise"),
+    "Citizen": ("SSIN",),
+    "Enterprise": ("CBE", "SubEntityId", "ForTheAttentionOf"),
+    "ForTheAttentionOf": ("SSIN", "Name"),
+    "Content": (
+        "Title",
+        "Subject",
+        "Body",
+        "Document",
+        "Annex",
+        "Payment",
+        "ReplyOptions",
+        "BusinessData",
+        "Link",
+        "Contact",
+    ),
+    "Document": ("FileName", "MediaType", "Title", "Size", "Digest", "Signed", "Content"),
+    "Annex": ("FileName", "MediaType", "Title", "Size", "Digest", "Signed", "Content"),
+    "Payment": (
+        "IBAN",
+        "BIC",
+        "Beneficiary",
+        "Amount",
+        "VatAmount",
+        "Currency",
+        "StructuredReference",
+        "FreeReference",
+        "DueDate",
+    ),
+    "ReplyOptions": ("Deadline", "Choices", "FreeText"),
+    "Choices": ("Choice",),
+    "Choice": ("Label",),
+    "Link": ("Url", "Label"),
+}
+
+
+def document_position(path: str | None) -> tuple[tuple[int, int], ...]:
+    """A sort key placing ``/PublishMessage/Content/Annex[2]/Digest`` where it stands in a document."""
+    if not path:
+        return ()
+    key = []
+    parent = None
+    for step in path.strip("/").split("/"):
+        name, _, index = step.partition("[")
+        siblings = _SCHEMA_ORDER.get(parent or "", ())
+        rank = siblings.index(name) if name in siblings else len(siblings)
+        key.append((rank, int(index.rstrip("]")) if index else 1))
+        parent = name
+    return tuple(key)
 
 
 def _parties(h: m.Header) -> Iterator[Violation]:
@@ -203,8 +276,10 @@ def _languages(c: m.Content) -> Iterator[Violation]:
     if c.link is not None:
         yield from _duplicates(c.link.labels, CONTENT + "/Link/Label", "the link label")
     if c.reply_options is not None:
-        for choice in c.reply_options.choices:
-            yield from _duplicates(choice.labels, CONTENT + "/ReplyOptions/Choices/Choice/Label", "a choice label")
+        for number, choice in enumerate(c.reply_options.choices, start=1):
+            yield from _duplicates(
+                choice.labels, f"{CONTENT}/ReplyOptions/Choices/Choice[{number}]/Label", "a choice label"
+            )
     subject_langs = {t.lang for t in c.subjects}
     for texts, path, what in ((c.bodies, "/Body", "body"), (c.titles, "/Title", "title")):
         missing = sorted({t.lang for t in texts} - subject_langs)

@@ -36,6 +36,7 @@ def compiled(namespace: str) -> etree.XMLSchema:
     return etree.XMLSchema(etree.parse(str(path), parser=parser))
 
 
+_PREFIXED_STEP = re.compile(r"([A-Za-z_][\w.-]*):([A-Za-z_][\w.-]*)(\[\d+\])?")
 _NS_NOISE = re.compile(r"\{urn:ebox-hub:[a-z]+:1\}")
 
 
@@ -79,8 +80,10 @@ def _path_of(root: etree._Element, xpath: str | None) -> str | None:
     """libxml2 reports ``/*/*[1]/*[4]``; name the element instead: ``/PublishMessage/Header/...``."""
     if not xpath:
         return None
+    # Steps may carry prefixes libxml2 invented (``ns0:include``): match on local names instead.
+    portable = _PREFIXED_STEP.sub(lambda step: f"*[local-name()='{step.group(2)}']{step.group(3) or ''}", xpath)
     try:
-        found = root.getroottree().xpath(xpath)
+        found = root.getroottree().xpath(portable)
     except etree.XPathError:
         return xpath
     return element_path(found[0]) if found and isinstance(found[0], etree._Element) else xpath

@@ -27,7 +27,10 @@ class SignatureMethod(Enum):
 
     @property
     def hash(self) -> hashes.HashAlgorithm:
-        return {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}[self.name[-3:]]()
+        return _HASHES[self.name[-3:]]
+
+
+_HASHES: dict[str, hashes.HashAlgorithm] = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
 
 
 class DigestMethod(Enum):

@@ -74,9 +74,15 @@ def load_certificates(path: str | Path) -> list[x509.Certificate]:
 def load_key_pair(key_path: str | Path, cert_path: str | Path) -> KeyPair:
     key = load_private_key(key_path)
     certificate = load_certificates(cert_path)[0]
-    if certificate.public_key().public_numbers() != key.public_key().public_numbers():
+    if _spki(certificate.public_key()) != _spki(key.public_key()):
         raise ConfigError("the certificate does not belong to this private key", file=str(cert_path))
     return KeyPair(key, certificate)
+
+
+def _spki(public_key: object) -> bytes:
+    return public_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _read(path: str | Path) -> bytes:

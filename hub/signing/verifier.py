@@ -81,7 +81,7 @@ def _scope(message: str, element: etree._Element | None = None) -> Rejected:
     return Rejected(ErrorCode.SIGNATURE_SCOPE, message, line=element.sourceline if element is not None else None)
 
 
-def _algorithm(enum, value: str | None, what: str):  # type: ignore[no-untyped-def]
+def _algorithm(enum, value: str | None, what: str):
     try:
         return enum(value)
     except ValueError:
@@ -194,17 +194,25 @@ def check_scope(root: etree._Element) -> SignatureParts:
 
 
 def _check_unique_ids(root: etree._Element) -> None:
-    values = root.xpath("//@Id | //@ID | //@id")
-    if len(values) > 1:
-        repeated = [value for value, count in Counter(values).items() if count > 1]
-        if repeated:
-            raise _scope(f"the Id {repeated[0]!r} appears more than once; Ids must be unique.")
+    """No two elements share an Id, and nothing else answers to the root's Id.
+
+    ``id`` (lower case) is an ordinary attribute of the envelope (reply choices), but XML
+    signature tools also resolve ``#x`` against it, so it may not repeat the root's Id.
+    """
+    values = [str(value) for value in root.xpath("//@Id | //@ID")]
+    repeated = [value for value, count in Counter(values).items() if count > 1]
+    if repeated:
+        raise _scope(f"the Id {repeated[0]!r} appears more than once; Ids must be unique.")
+    root_id = root.get("Id")
+    if root_id and root.xpath("//*[@id = $v or @xml:id = $v]", v=root_id):
+        raise _scope(f"another element answers to the root's Id {root_id!r}; give it another id.")
 
 
 def candidates(
     parts: SignatureParts, trust: TrustStore, parties: list[str] | None, now: datetime
 ) -> list[TrustedCertificate]:
     """The registered certificates to check the signature against, valid at ``now``."""
+    parties = None if parties is None else [party for party in parties if party]
     allowed = trust.for_parties(parties)
     if parts.embedded_fingerprints:
         allowed_by_fp = {entry.fingerprint: entry for entry in allowed}
