@@ -44,23 +44,39 @@ def _readable(message: str) -> str:
     return _NS_NOISE.sub("", message).replace("Element '", "element '")
 
 
+def check_root(root: etree._Element, *, expect: str | None = None, name: str | None = None) -> str:
+    """Refuse (``SCHEMA_INVALID``) a root of an unknown namespace, or not the one expected.
+
+    Cheap enough to run before the signature is checked; returns the root's namespace.
+    """
+    qname = etree.QName(root)
+    namespace = qname.namespace
+    wrong_name = name is not None and qname.localname != name
+    if (
+        (expect is not None and namespace != expect)
+        or namespace not in SCHEMA_FILES
+        or namespace == TYPES_NS
+        or wrong_name
+    ):
+        wanted = expect or "one of " + ", ".join(n for n in SCHEMA_FILES if n != TYPES_NS)
+        kind = f"a {name} " if name else "a document "
+        raise Rejected(
+            ErrorCode.SCHEMA_INVALID,
+            f"the root element is {root.tag!r}; expected {kind}in namespace {wanted}. "
+            "Check the root element and its xmlns.",
+            path="/" + qname.localname,
+            line=root.sourceline,
+        )
+    return namespace
+
+
 def validate(root: etree._Element, *, expect: str | None = None) -> None:
     """Raise ``Rejected(SCHEMA_INVALID)`` unless ``root`` is valid for its namespace.
 
     ``expect`` (a namespace URI) refuses a document of another kind, e.g. an
     acknowledgement posted where an envelope is due.
     """
-    namespace = etree.QName(root).namespace
-    known = expect if expect is not None else namespace
-    if namespace != known or namespace not in SCHEMA_FILES or namespace == TYPES_NS:
-        wanted = expect or "one of " + ", ".join(n for n in SCHEMA_FILES if n != TYPES_NS)
-        raise Rejected(
-            ErrorCode.SCHEMA_INVALID,
-            f"the root element is {root.tag!r}; expected a document in namespace {wanted}. "
-            "Check the xmlns of the root element.",
-            path="/" + etree.QName(root).localname,
-            line=root.sourceline,
-        )
+    namespace = check_root(root, expect=expect)
     schema = compiled(namespace)
     if schema.validate(root):
         return

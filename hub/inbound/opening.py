@@ -13,16 +13,13 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from lxml import etree
-
 from hub.envelope import model as m
 from hub.envelope.rules import DEFAULT_POLICY, DEFAULT_RULE_LIMITS, MessageTypePolicy, RuleLimits
+from hub.envelope.schema import check_root
 from hub.envelope.validation import PolicyResolver, validate_envelope
-from hub.errors import ErrorCode, Rejected
 from hub.safexml import DEFAULT_LIMITS, ParseLimits, parse
 from hub.signing.verifier import Verified, Verifier
 
-_PUBLISH_MESSAGE = f"{{{m.ENVELOPE_NS}}}PublishMessage"
 _SUBMITTER = f"{{{m.ENVELOPE_NS}}}Header/{{{m.ENVELOPE_NS}}}Sender/{{{m.TYPES_NS}}}OrganizationId"
 
 
@@ -49,13 +46,7 @@ def open_envelope(
     submitter: the institution itself, or the integrator sending on its behalf).
     """
     root = parse(data, limits=parse_limits)
-    if root.tag != _PUBLISH_MESSAGE:
-        raise Rejected(
-            ErrorCode.SCHEMA_INVALID,
-            f"the root element is {root.tag!r}; an envelope is a PublishMessage in namespace {m.ENVELOPE_NS}.",
-            path="/" + etree.QName(root).localname,
-            line=root.sourceline,
-        )
+    check_root(root, expect=m.ENVELOPE_NS, name="PublishMessage")
     submitter = (root.findtext(_SUBMITTER) or "").strip()
     verified = verifier.verify(root, now=now, parties=[submitter])
     envelope = validate_envelope(root, now=now, policy=policy, limits=rule_limits)
