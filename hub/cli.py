@@ -208,6 +208,80 @@ def envelope_validate(file: BinaryIO, allow_indefinite: bool, min_months: int, m
 cli.add_command(demo)
 
 
+@keys.command("token")
+def keys_token() -> None:
+    """Make an API token for a sender: the token for the sender, its sha256 for senders.yaml."""
+    import hashlib
+    import secrets
+
+    token = secrets.token_urlsafe(32)
+    click.echo(f"token (give to the sender):       {token}")
+    click.echo(f"api_token_sha256 (senders.yaml):  {hashlib.sha256(token.encode()).hexdigest()}")
+
+
+@cli.group()
+def db() -> None:
+    """The hub's database."""
+
+
+@db.command("upgrade")
+@refusals_exit
+def db_upgrade() -> None:
+    """Create or migrate the database schema (HUB_DATABASE_URL, default SQLite in var/)."""
+    from hub.settings import load_settings
+    from hub.store.db import make_engine, upgrade
+
+    settings = load_settings()
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    click.echo(f"database at {engine.url.render_as_string(hide_password=True)} is up to date")
+
+
+@cli.command("serve")
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (default: http.workers).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: http.port).")
+@refusals_exit
+def serve_command(workers: int | None, port: int | None) -> None:
+    """Serve the REST and SOAP doors (uvicorn, N worker processes, optional TLS)."""
+    import dataclasses
+
+    from hub.inbound.server import serve
+    from hub.runtime import build_runtime
+    from hub.settings import load_settings
+    from hub.store.db import upgrade
+
+    settings = load_settings()
+    if port:
+        settings = dataclasses.replace(settings, http_port=port)
+    runtime = build_runtime(settings)  # fails now, with file and line, on a bad configuration
+    upgrade(runtime.engine)
+    runtime.close()
+    serve(settings, workers=workers)
+
+
+@cli.command("send")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, envvar="HUB_URL", help="The hub.")
+@click.option("--receipts", type=click.Path(file_okay=False, path_type=Path), help="Write each receipt here.")
+def send_command(files: tuple[Path, ...], url: str, receipts: Path | None) -> None:
+    """Submit signed envelope FILES to a running hub; exit 1 if any is refused."""
+    from hub.inbound.sending import send_file
+
+    refused = 0
+    for path in files:
+        try:
+            sent = send_file(url, path)
+        except OSError as exc:
+            raise click.ClickException(f"cannot reach the hub at {url}: {exc}") from exc
+        click.echo(sent.describe(), err=not sent.accepted)
+        if sent.accepted and receipts:
+            receipts.mkdir(parents=True, exist_ok=True)
+            (receipts / f"{path.stem}.receipt.xml").write_bytes(sent.body)
+        refused += not sent.accepted
+    if refused:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="hub")
 

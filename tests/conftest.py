@@ -14,3 +14,29 @@ def keys() -> Keyring:
 @pytest.fixture(scope="session")
 def rsa_keys() -> Keyring:
     return keyring("rsa")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """Each store test runs on the embedded SQLite file and on PostgreSQL (fresh schema)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hub.db'}"
+    else:
+        from tests.backends import postgres_schema
+
+        with postgres_schema() as url:
+            yield url
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+def broker_url(request):
+    """Each broker test runs on kombu's in-process transport and on RabbitMQ."""
+    if request.param == "memory":
+        import uuid
+
+        # A distinct virtual host per test keeps in-process queues from leaking between tests.
+        yield f"memory://localhost/{uuid.uuid4().hex}"
+    else:
+        from tests.backends import rabbitmq_url
+
+        yield rabbitmq_url()

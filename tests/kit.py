@@ -76,3 +76,45 @@ def tree(data: bytes) -> etree._Element:
 
 
 __all__ = ["CREATED", "NOW", "UTC", "Keyring", "example", "key_pair", "keyring", "replace", "tree", "unsigned"]
+
+
+# --- a running hub for door tests ----------------------------------------------------------
+
+TOKENS = {ex.FINANCE: "token-finance", ex.SOCIAL: "token-social", ex.CITY: "token-city", ex.INTEGRATOR: "token-int"}
+
+
+def directory(ring: Keyring | None = None, *, environment: str = "PROD"):  # type: ignore[no-untyped-def]
+    """The example organisations as a sender directory: what config/senders.yaml would say."""
+    import hashlib
+
+    from hub.envelope.rules import MessageTypePolicy
+    from hub.inbound.senders import Institution, Integrator, SenderDirectory
+
+    ring = ring or keyring()
+    certs = {org: (trusted(org, pair.certificate),) for org, pair in ring.pairs.items()}
+    tokens = {org: frozenset({hashlib.sha256(t.encode()).hexdigest()}) for org, t in TOKENS.items()}
+    types = {
+        ex.FINANCE: ("tax-on-web", ["GENERAL_INFORMATION", "TAX_ASSESSMENT"]),
+        ex.SOCIAL: ("pension-statements inspection employer-declarations", ["PENSION_STATEMENT", "FORMAL_NOTICE",
+                                                                             "EMPLOYER_NOTICE"]),
+        ex.CITY: ("population citizen-portal", ["INFORMATION_REQUEST", "PARKING_PERMIT"]),
+    }
+    institutions = {
+        org: Institution(
+            id=org,
+            name=f"institution {org}",
+            environment=environment,
+            applications=frozenset(apps.split()),
+            message_types={t: MessageTypePolicy() for t in names},
+            certificates=certs[org],
+            token_hashes=tokens[org],
+        )
+        for org, (apps, names) in types.items()
+    }
+    integrators = {
+        ex.INTEGRATOR: Integrator(
+            id=ex.INTEGRATOR, name="integrator", mandates=frozenset({ex.CITY}), certificates=certs[ex.INTEGRATOR],
+            token_hashes=tokens[ex.INTEGRATOR],
+        )
+    }
+    return SenderDirectory(institutions, integrators)

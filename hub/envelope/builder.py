@@ -21,7 +21,7 @@ _T = "{" + m.TYPES_NS + "}"
 NSMAP = {None: m.ENVELOPE_NS, "t": m.TYPES_NS}
 
 
-def _timestamp(value: datetime) -> str:
+def timestamp(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("envelope timestamps need a time zone")
     text = value.isoformat()
@@ -84,13 +84,13 @@ def _header(h: etree._Element, v: m.Header) -> None:
             _opt(fao, "SSIN", r.for_the_attention_of.ssin)
             _opt(fao, "Name", r.for_the_attention_of.name)
     _sub(h, _E + "MessageType", v.message_type)
-    _sub(h, _E + "Created", _timestamp(v.created))
+    _sub(h, _E + "Created", timestamp(v.created))
     if v.expires_at is not None:
-        _sub(h, _E + "ExpiresAt", _timestamp(v.expires_at))
+        _sub(h, _E + "ExpiresAt", timestamp(v.expires_at))
     elif v.retain_indefinitely:
         _sub(h, _E + "RetainIndefinitely")
     if v.effective_date is not None:
-        _sub(h, _E + "EffectiveDate", _timestamp(v.effective_date))
+        _sub(h, _E + "EffectiveDate", timestamp(v.effective_date))
     if v.registered:
         _sub(h, _E + "Registered", "true")
     if v.opening_receipt:
@@ -142,7 +142,7 @@ def _content(c: etree._Element, v: m.Content) -> None:
     if v.reply_options is not None:
         r = _sub(c, _E + "ReplyOptions")
         if v.reply_options.deadline is not None:
-            _sub(r, _E + "Deadline", _timestamp(v.reply_options.deadline))
+            _sub(r, _E + "Deadline", timestamp(v.reply_options.deadline))
         if v.reply_options.choices:
             choices = _sub(r, _E + "Choices")
             for choice in v.reply_options.choices:

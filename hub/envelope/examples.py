@@ -228,7 +228,7 @@ def enterprise(created: datetime) -> m.Envelope:
 
 
 def integrator(created: datetime) -> m.Envelope:
-    """An integrator submits for a city (OnBehalfOf), in the integration environment."""
+    """An integrator submits for a city (OnBehalfOf); visible to the recipient from tomorrow."""
     return m.Envelope(
         header=_header(
             created,
@@ -237,7 +237,6 @@ def integrator(created: datetime) -> m.Envelope:
             sender_message_id="CITY-2026-5501",
             message_type="PARKING_PERMIT",
             effective_date=created + timedelta(days=1),
-            environment=m.Environment.INT,
         ),
         content=m.Content(
             subjects=(_t(NL, "Uw bewonerskaart"),),

@@ -1,0 +1,304 @@
+"""Acceptance: the one pipeline behind every door.
+
+open (parse, verify, validate) -> authorise -> idempotency -> one transaction
+(message row + ``accepted`` event + audit entry + outbox row) -> the signed receipt.
+
+A receipt is returned only after the transaction committed: nothing the hub said
+"accepted" can be lost. A repeat of the same envelope (same sender, same sender message
+id, same bytes) returns the original receipt; the same id with other bytes is refused
+``DUPLICATE_MESSAGE_ID``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.envelope.model import Envelope
+from hub.errors import ErrorCode, Rejected
+from hub.inbound.authorisation import authorise
+from hub.inbound.opening import OpenedEnvelope, open_envelope
+from hub.inbound.receipts import signed_receipt
+from hub.inbound.senders import SenderDirectory
+from hub.safexml import ParseLimits
+from hub.signing.signer import Signer
+from hub.signing.verifier import Verifier
+from hub.store.db import unavailable_on_outage
+from hub.store.models import AuditEntry, Event, Message, OutboxEntry
+
+log = logging.getLogger("hub.inbound")
+
+ROUTE_EXCHANGE = "hub.route"
+ROUTE_KEY = "route"
+PRIORITIES = {"low": 0, "normal": 4, "high": 9}
+
+
+@dataclass(frozen=True)
+class Receipt:
+    message_id: str
+    xml: bytes
+    created: bool
+    """True when this submission created the message; False for an idempotent repeat."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Intake:
+    """Accepts envelopes. Thread-safe: one per process, shared by every door."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        directory: SenderDirectory,
+        receipt_signer: Signer,
+        environment: str = "PROD",
+        parse_limits: ParseLimits | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.directory = directory
+        self.verifier = Verifier(directory.trust_store())
+        self.receipt_signer = receipt_signer
+        self.environment = environment
+        self.parse_limits = parse_limits or ParseLimits()
+        self.clock = clock
+
+    # -- the pipeline -----------------------------------------------------------------
+
+    def open(self, data: bytes, now: datetime) -> OpenedEnvelope:
+        return open_envelope(
+            data,
+            verifier=self.verifier,
+            now=now,
+            policy=lambda envelope: authorise(envelope, self.directory, hub_environment=self.environment),
+            parse_limits=self.parse_limits,
+        )
+
+    def submit(self, data: bytes, *, door: str) -> Receipt:
+        """Accept one envelope, or raise ``Rejected`` / ``Unavailable``."""
+        now = self.clock()
+        try:
+            opened = self.open(data, now)
+        except Rejected as refused:
+            log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
+            raise
+        outcome = self._store([(opened, data)], door=door, now=now)[0]
+        if isinstance(outcome, Rejected):
+            raise outcome
+        return outcome
+
+    def submit_many(self, items: Sequence[bytes], *, door: str) -> list[Receipt | Rejected]:
+        """Accept a batch: each envelope gets its own receipt or refusal; one commit for all."""
+        now = self.clock()
+        results: list[Receipt | Rejected | None] = []
+        good: list[tuple[int, OpenedEnvelope, bytes]] = []
+        for index, data in enumerate(items):
+            try:
+                good.append((index, self.open(data, now), data))
+                results.append(None)
+            except Rejected as refused:
+                results.append(refused)
+        # The same sender message id twice in one batch: the second waits for the first's outcome.
+        seen: dict[tuple[str, str], int] = {}
+        first_pass: list[tuple[int, OpenedEnvelope, bytes]] = []
+        repeats: list[tuple[int, OpenedEnvelope, bytes]] = []
+        for index, opened, data in good:
+            key = _key(opened.envelope)
+            (repeats if key in seen else first_pass).append((index, opened, data))
+            seen.setdefault(key, index)
+        for (index, _, _), receipt in zip(
+            first_pass, self._store([(o, d) for _, o, d in first_pass], door=door, now=now), strict=True
+        ):
+            results[index] = receipt
+        for index, opened, data in repeats:
+            results[index] = self._store([(opened, data)], door=door, now=now)[0]
+        return [r for r in results if r is not None]
+
+    # -- storage ------------------------------------------------------------------------
+
+    def _store(
+        self, batch: list[tuple[OpenedEnvelope, bytes]], *, door: str, now: datetime
+    ) -> list[Receipt | Rejected]:
+        """Insert what is new, answer repeats; one transaction for the new ones."""
+        if not batch:
+            return []
+        with unavailable_on_outage(), self.sessions() as session:
+            existing = self._existing(session, [opened for opened, _ in batch])
+            answers: list[Receipt | Rejected] = []
+            fresh: list[tuple[int, OpenedEnvelope, bytes, str, bytes]] = []
+            for position, (opened, data) in enumerate(batch):
+                previous = existing.get(_key(opened.envelope))
+                if previous is not None:
+                    answers.append(_repeat(previous, opened))
+                    continue
+                message_id = str(uuid.uuid4())
+                receipt = self._receipt(opened, message_id, now)
+                fresh.append((position, opened, data, message_id, receipt))
+                answers.append(Receipt(message_id, receipt, True))
+            if fresh:
+                try:
+                    for _, opened, data, message_id, receipt in fresh:
+                        self._add(session, opened, data, message_id, receipt, door=door, now=now)
+                    session.commit()
+                except IntegrityError:
+                    # A concurrent submission of the same sender message id won the race:
+                    # answer each envelope on its own, against what is now stored.
+                    session.rollback()
+                    if len(batch) == 1:
+                        previous = self._existing(session, [batch[0][0]]).get(_key(batch[0][0].envelope))
+                        if previous is None:
+                            raise
+                        return [_repeat(previous, batch[0][0])]
+                    return [self._store([item], door=door, now=now)[0] for item in batch]
+        for _, opened, _, message_id, _ in fresh:
+            log.info(
+                "accepted",
+                extra={
+                    "event": "accepted",
+                    "door": door,
+                    "message_id": message_id,
+                    "institution": opened.envelope.header.sender.institution_id,
+                },
+            )
+        return answers
+
+    def _existing(self, session: Session, opened: list[OpenedEnvelope]) -> dict[tuple[str, str], Message]:
+        by_institution: dict[str, list[str]] = {}
+        for item in opened:
+            institution, sender_message_id = _key(item.envelope)
+            by_institution.setdefault(institution, []).append(sender_message_id)
+        found: dict[tuple[str, str], Message] = {}
+        for institution, ids in by_institution.items():
+            rows = session.scalars(
+                select(Message).where(Message.institution_id == institution, Message.sender_message_id.in_(ids))
+            )
+            for row in rows:
+                found[(row.institution_id, row.sender_message_id)] = row
+        return found
+
+    def _receipt(self, opened: OpenedEnvelope, message_id: str, now: datetime) -> bytes:
+        h = opened.envelope.header
+        return signed_receipt(
+            self.receipt_signer,
+            message_id=message_id,
+            sender_message_id=h.sender_message_id,
+            sender=h.sender,
+            accepted_at=now,
+            digest=opened.digest,
+            environment=h.environment.value,
+        )
+
+    def _add(
+        self,
+        session: Session,
+        opened: OpenedEnvelope,
+        data: bytes,
+        message_id: str,
+        receipt: bytes,
+        *,
+        door: str,
+        now: datetime,
+    ) -> None:
+        h = opened.envelope.header
+        digest = opened.digest.hex()
+        session.add(
+            Message(
+                id=message_id,
+                institution_id=h.sender.institution_id,
+                submitter_id=h.sender.organization_id,
+                application_id=h.sender.application_id,
+                sender_message_id=h.sender_message_id,
+                message_type=h.message_type,
+                recipient_kind=h.recipient.ebox_type.value,
+                recipient_id=h.recipient.id,
+                registered=h.registered,
+                priority=h.priority.value,
+                environment=h.environment.value,
+                state="accepted",
+                created_at=h.created,
+                accepted_at=now,
+                expires_at=h.expires_at,
+                envelope_sha256=digest,
+                envelope=data,
+                receipt=receipt,
+            )
+        )
+        session.flush()  # the message row first: events reference it
+        session.add(
+            Event(
+                message_id=message_id,
+                kind="accepted",
+                occurred_at=now,
+                source="hub",
+                detail=json.dumps({"door": door, "digest": digest}),
+            )
+        )
+        session.add(
+            AuditEntry(
+                at=now,
+                actor=h.sender.organization_id,
+                action="accepted",
+                message_id=message_id,
+                detail=json.dumps(
+                    {
+                        "door": door,
+                        "institution": h.sender.institution_id,
+                        "sender_message_id": h.sender_message_id,
+                        "message_type": h.message_type,
+                        "digest": digest,
+                    }
+                ),
+            )
+        )
+        session.add(
+            OutboxEntry(
+                message_id=message_id,
+                exchange=ROUTE_EXCHANGE,
+                routing_key=ROUTE_KEY,
+                body=json.dumps({"message_id": message_id}).encode(),
+                headers=json.dumps({"hub_message_id": message_id, "priority": h.priority.value}),
+                priority=PRIORITIES[h.priority.value],
+                created_at=now,
+            )
+        )
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self, message_id: str, *, requester: str) -> tuple[Message, list[Event]]:
+        """A message and its events; a sender sees only its own (else ``MESSAGE_NOT_FOUND``)."""
+        with unavailable_on_outage(), self.sessions() as session:
+            message = session.get(Message, message_id)
+            allowed = message is not None and self.directory.may_read(
+                requester, message.institution_id, message.submitter_id
+            )
+            if not allowed:
+                raise Rejected(ErrorCode.MESSAGE_NOT_FOUND, f"no message {message_id} of yours is known to the hub.")
+            assert message is not None
+            events = list(session.scalars(select(Event).where(Event.message_id == message_id).order_by(Event.id)))
+            return message, events
+
+
+def _key(envelope: Envelope) -> tuple[str, str]:
+    return envelope.header.sender.institution_id, envelope.header.sender_message_id
+
+
+def _repeat(previous: Message, opened: OpenedEnvelope) -> Receipt | Rejected:
+    if previous.envelope_sha256 != opened.digest.hex():
+        return Rejected(
+            ErrorCode.DUPLICATE_MESSAGE_ID,
+            f"sender message id {previous.sender_message_id!r} was already used for another envelope "
+            f"(hub message {previous.id}); give each message its own SenderMessageId.",
+            path="/PublishMessage/Header/SenderMessageId",
+        )
+    return Receipt(previous.id, previous.receipt, False)

@@ -1,0 +1,247 @@
+"""The REST door (Starlette, served by uvicorn): thin adapters around the intake.
+
+POST /v1/messages        one envelope (application/xml) -> 201 receipt, 200 repeat, 4xx error document
+GET  /v1/messages/{id}   state and events (Authorization: Bearer <token>; own messages only)
+POST /v1/batches         up to ``max_batch`` envelopes (JSON, base64) -> one result each
+GET  /healthz            the process answers
+GET  /readyz             the database (and broker, when configured) answer
+
+Bodies are read with a hard size limit (cut off before parsing) and a per-chunk timeout
+(slow clients get 408); a database outage answers 503 and never a receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.errors import ErrorCode, Rejected, Unavailable
+from hub.inbound.acceptance import Receipt
+from hub.inbound.documents import error_document, status_document, unavailable_document
+from hub.runtime import Runtime
+from hub.store.db import ping
+
+log = logging.getLogger("hub.http")
+
+XML = "application/xml"
+XML_TYPES = ("application/xml", "text/xml")
+
+STATUS_BY_CODE: dict[ErrorCode, int] = {
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.CONTENT_TYPE_INVALID: 415,
+    ErrorCode.SIGNATURE_MISSING: 401,
+    ErrorCode.SIGNATURE_INVALID: 401,
+    ErrorCode.SIGNATURE_SCOPE: 401,
+    ErrorCode.SIGNATURE_ALGORITHM: 401,
+    ErrorCode.UNKNOWN_SIGNER: 401,
+    ErrorCode.CERT_EXPIRED: 401,
+    ErrorCode.CERT_NOT_YET_VALID: 401,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.INVALID_SENDER: 403,
+    ErrorCode.NOT_AUTHORISED: 403,
+    ErrorCode.UNKNOWN_MESSAGE_TYPE: 403,
+    ErrorCode.ENVIRONMENT_MISMATCH: 403,
+    ErrorCode.MESSAGE_NOT_FOUND: 404,
+    ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.DUPLICATE_MESSAGE_ID: 409,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
+}
+
+
+def http_status(refused: Rejected) -> int:
+    return STATUS_BY_CODE.get(refused.code, 400)
+
+
+def refusal(refused: Rejected) -> Response:
+    return Response(error_document(refused), status_code=http_status(refused), media_type=XML)
+
+
+def unavailable(exc: Unavailable) -> Response:
+    return Response(unavailable_document(str(exc)), status_code=503, media_type=XML, headers={"Retry-After": "5"})
+
+
+async def read_body(request: Request, *, limit: int, timeout: float) -> bytes:
+    """The request body, refused beyond ``limit`` bytes and when a chunk takes longer than ``timeout``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Rejected(ErrorCode.CONTENT_TYPE_INVALID, "Content-Length must be a number of bytes.")
+        if int(declared) > limit:
+            raise Rejected(ErrorCode.TOO_LARGE, f"the request is {declared} bytes; the limit is {limit}.")
+    chunks, size = [], 0
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise Rejected(
+                ErrorCode.REQUEST_TIMEOUT, f"the request body did not arrive within {timeout:g} s; send it again."
+            ) from None
+        size += len(chunk)
+        if size > limit:
+            raise Rejected(ErrorCode.TOO_LARGE, f"the request exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _require_xml(request: Request) -> None:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in XML_TYPES:
+        raise Rejected(
+            ErrorCode.CONTENT_TYPE_INVALID,
+            f"send the envelope as application/xml (Content-Type was {kind or 'missing'!r}).",
+        )
+
+
+def _guarded(handler: Callable[[Runtime, Request], Any]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        try:
+            return await handler(runtime, request)
+        except Rejected as refused:
+            return refusal(refused)
+        except Unavailable as exc:
+            log.warning("unavailable", extra={"event": "unavailable", "path": request.url.path})
+            return unavailable(exc)
+
+    return endpoint
+
+
+def _receipt_response(receipt: Receipt) -> Response:
+    return Response(
+        receipt.xml,
+        status_code=201 if receipt.created else 200,
+        media_type=XML,
+        headers={"Location": f"/v1/messages/{receipt.message_id}", "X-Hub-Message-Id": receipt.message_id},
+    )
+
+
+async def post_message(runtime: Runtime, request: Request) -> Response:
+    _require_xml(request)
+    settings = runtime.settings
+    data = await read_body(request, limit=settings.max_envelope_bytes, timeout=settings.http_timeout_s)
+    receipt = await run_in_threadpool(runtime.intake.submit, data, door="rest")
+    return _receipt_response(receipt)
+
+
+def authenticated_party(runtime: Runtime, request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    party = runtime.directory.party_for_token(token.strip()) if scheme.lower() == "bearer" and token else None
+    if party is None:
+        raise Rejected(
+            ErrorCode.UNAUTHENTICATED,
+            "send 'Authorization: Bearer <token>' with an API token registered for your organisation.",
+        )
+    return party
+
+
+async def get_message(runtime: Runtime, request: Request) -> Response:
+    party = authenticated_party(runtime, request)
+    message, events = await run_in_threadpool(runtime.intake.status, request.path_params["message_id"], requester=party)
+    return Response(status_document(message, events), media_type=XML)
+
+
+async def post_batch(runtime: Runtime, request: Request) -> Response:
+    settings = runtime.settings
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise Rejected(
+            ErrorCode.CONTENT_TYPE_INVALID,
+            'send a batch as application/json: {"envelopes": ["<base64 of each envelope>", ...]}.',
+        )
+    body = await read_body(request, limit=settings.max_batch_bytes, timeout=settings.http_timeout_s)
+    try:
+        items = json.loads(body)["envelopes"]
+        if not isinstance(items, list):
+            raise TypeError("envelopes is not a list")
+        envelopes = [base64.b64decode(item, validate=True) for item in items]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise Rejected(
+            ErrorCode.SCHEMA_INVALID,
+            f'the batch is not {{"envelopes": [base64, ...]}} ({exc.__class__.__name__}: {exc}).',
+        ) from exc
+    if not envelopes or len(envelopes) > settings.max_batch:
+        raise Rejected(ErrorCode.TOO_LARGE, f"a batch holds 1 to {settings.max_batch} envelopes, not {len(envelopes)}.")
+    outcomes = await run_in_threadpool(runtime.intake.submit_many, envelopes, door="rest-batch")
+    results: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Receipt):
+            results.append(
+                {
+                    "status": 201 if outcome.created else 200,
+                    "message_id": outcome.message_id,
+                    "receipt": base64.b64encode(outcome.xml).decode(),
+                }
+            )
+        else:
+            results.append(
+                {
+                    "status": http_status(outcome),
+                    "code": outcome.code.value,
+                    "message": outcome.message,
+                    "error": base64.b64encode(error_document(outcome)).decode(),
+                }
+            )
+    accepted = sum(1 for r in results if r["status"] < 300)
+    return JSONResponse({"accepted": accepted, "refused": len(results) - accepted, "results": results}, status_code=207)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(runtime: Runtime, request: Request) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        await run_in_threadpool(ping, runtime.engine)
+        checks["database"] = "ok"
+    except Unavailable as exc:
+        checks["database"] = str(exc)
+    probe = getattr(request.app.state, "broker_probe", None)
+    if probe is not None:
+        try:
+            await run_in_threadpool(probe)
+            checks["broker"] = "ok"
+        except Unavailable as exc:
+            checks["broker"] = str(exc)
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/messages", _guarded(post_message), methods=["POST"]),
+        Route("/v1/messages/{message_id}", _guarded(get_message), methods=["GET"]),
+        Route("/v1/batches", _guarded(post_batch), methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", _guarded(readyz), methods=["GET"]),
+    ]
+
+
+def build_app(runtime: Runtime, *, broker_probe: Callable[[], None] | None = None) -> Starlette:
+    app = Starlette(routes=routes())
+    app.state.runtime = runtime
+    app.state.broker_probe = broker_probe
+    return app
+
+
+def create_app() -> Starlette:
+    """Factory for ``uvicorn --factory`` (``hub serve``): settings from the environment."""
+    from hub.runtime import build_runtime
+    from hub.settings import load_settings
+
+    return build_app(build_runtime(load_settings()))

@@ -1,0 +1,142 @@
+"""The hub's settings: built-in defaults, then ``config/hub.toml``, then ``HUB_*`` variables.
+
+Every key of ``hub.toml`` can be overridden by an environment variable named
+``HUB_<SECTION>_<KEY>`` (``HUB_DATABASE_URL``, ``HUB_BROKER_URL``, ``HUB_HTTP_PORT``, ...);
+keys of the ``[hub]`` section by ``HUB_<KEY>`` (``HUB_ENVIRONMENT``). The configuration
+folder is ``HUB_CONFIG_DIR`` (default ``./config``); relative paths in it are relative to it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hub.configfile import Section
+from hub.errors import ConfigError
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "hub": {"environment": "PROD", "data_dir": "var"},
+    "database": {"url": ""},  # empty: SQLite file in data_dir
+    "broker": {"url": "memory://", "confirm_timeout_s": 10.0, "relay_batch": 500},
+    "signing": {"key": "", "certificate": ""},  # empty: a hub key created in data_dir on first start
+    "limits": {"max_envelope_bytes": 15 * 1024 * 1024, "max_batch": 1000, "max_batch_bytes": 64 * 1024 * 1024},
+    "http": {
+        "host": "127.0.0.1",
+        "port": 8080,
+        "workers": 2,
+        "timeout_s": 30.0,
+        "tls_key": "",
+        "tls_certificate": "",
+        "client_ca": "",
+    },
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    config_dir: Path
+    environment: str = "PROD"
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = "memory://"
+    confirm_timeout_s: float = 10.0
+    relay_batch: int = 500
+    signing_key: Path | None = None
+    signing_certificate: Path | None = None
+    max_envelope_bytes: int = 15 * 1024 * 1024
+    max_batch: int = 1000
+    max_batch_bytes: int = 64 * 1024 * 1024
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    http_workers: int = 2
+    http_timeout_s: float = 30.0
+    tls_key: Path | None = None
+    tls_certificate: Path | None = None
+    client_ca: Path | None = None
+    raw: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+
+    @property
+    def senders_file(self) -> Path:
+        return self.config_dir / "senders.yaml"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'hub.db').resolve()}"
+
+
+def _coerce(value: str, like: Any, name: str) -> Any:
+    try:
+        if isinstance(like, bool):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
+        if isinstance(like, int):
+            return int(value)
+        if isinstance(like, float):
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} must be a {type(like).__name__}") from None
+    return value
+
+
+def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    folder = Path(config_dir or env.get("HUB_CONFIG_DIR") or "config")
+    merged = {section: dict(values) for section, values in DEFAULTS.items()}
+    path = folder / "hub.toml"
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigError(str(exc), file=str(path)) from exc
+        top = Section(data, file=str(path), where="")
+        for section_name, defaults in DEFAULTS.items():
+            part = top.section(section_name)
+            for key, default in defaults.items():
+                kind = (int, float) if isinstance(default, float) else type(default)
+                merged[section_name][key] = part.get(key, kind, default)
+            part.finish()
+        top.finish()
+    known = {
+        ("HUB_" + key if section == "hub" else f"HUB_{section}_{key}").upper(): (section, key)
+        for section, values in DEFAULTS.items()
+        for key in values
+    }
+    for name, value in env.items():
+        if name in known:
+            section_name, key = known[name]
+            merged[section_name][key] = _coerce(value, DEFAULTS[section_name][key], name)
+
+    def path_or_none(value: str) -> Path | None:
+        return None if not value else (Path(value) if Path(value).is_absolute() else folder / value)
+
+    environment = str(merged["hub"]["environment"])
+    if environment not in ("INT", "PROD"):
+        raise ConfigError(f"hub.environment must be INT or PROD, not {environment!r}", file=str(path))
+    data_dir = Path(merged["hub"]["data_dir"])
+    return Settings(
+        config_dir=folder,
+        environment=environment,
+        data_dir=data_dir,
+        database_url=str(merged["database"]["url"]),
+        broker_url=str(merged["broker"]["url"]),
+        confirm_timeout_s=float(merged["broker"]["confirm_timeout_s"]),
+        relay_batch=int(merged["broker"]["relay_batch"]),
+        signing_key=path_or_none(merged["signing"]["key"]),
+        signing_certificate=path_or_none(merged["signing"]["certificate"]),
+        max_envelope_bytes=int(merged["limits"]["max_envelope_bytes"]),
+        max_batch=int(merged["limits"]["max_batch"]),
+        max_batch_bytes=int(merged["limits"]["max_batch_bytes"]),
+        http_host=str(merged["http"]["host"]),
+        http_port=int(merged["http"]["port"]),
+        http_workers=int(merged["http"]["workers"]),
+        http_timeout_s=float(merged["http"]["timeout_s"]),
+        tls_key=path_or_none(merged["http"]["tls_key"]),
+        tls_certificate=path_or_none(merged["http"]["tls_certificate"]),
+        client_ca=path_or_none(merged["http"]["client_ca"]),
+        raw=merged,
+    )
