@@ -7,7 +7,7 @@ drop namespace noise, so a sender can act on them.
 from __future__ import annotations
 
 import re
-from functools import cache
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -29,11 +29,25 @@ def schema_dir() -> Path:
     return Path(str(resources.files("hub") / "schemas"))
 
 
-@cache
+_per_thread = threading.local()
+
+
 def compiled(namespace: str) -> etree.XMLSchema:
-    path = schema_dir() / SCHEMA_FILES[namespace]
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    return etree.XMLSchema(etree.parse(str(path), parser=parser))
+    """The compiled schema for ``namespace``, one per thread.
+
+    An lxml ``XMLSchema`` keeps its error log on the object: validating from two threads
+    at once mixes their results (seen under load as spurious SCHEMA_INVALID), so each
+    thread compiles its own copy once.
+    """
+    schemas = getattr(_per_thread, "schemas", None)
+    if schemas is None:
+        schemas = _per_thread.schemas = {}
+    schema = schemas.get(namespace)
+    if schema is None:
+        path = schema_dir() / SCHEMA_FILES[namespace]
+        parser = etree.XMLParser(resolve_entities=False, no_network=True)
+        schema = schemas[namespace] = etree.XMLSchema(etree.parse(str(path), parser=parser))
+    return schema
 
 
 _PREFIXED_STEP = re.compile(r"([A-Za-z_][\w.-]*):([A-Za-z_][\w.-]*)(\[\d+\])?")

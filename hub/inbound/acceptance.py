@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -130,38 +130,42 @@ class Intake:
     def _store(
         self, batch: list[tuple[OpenedEnvelope, bytes]], *, door: str, now: datetime
     ) -> list[Receipt | Rejected]:
-        """Insert what is new, answer repeats; one transaction for the new ones."""
+        """Insert what is new, answer repeats; one transaction for the new ones.
+
+        A single envelope is inserted optimistically (repeats are rare; the unique key
+        catches them); a batch first looks its sender message ids up in one query.
+        """
         if not batch:
             return []
         with unavailable_on_outage(), self.sessions() as session:
-            existing = self._existing(session, [opened for opened, _ in batch])
+            existing = self._existing(session, [opened for opened, _ in batch]) if len(batch) > 1 else {}
             answers: list[Receipt | Rejected] = []
-            fresh: list[tuple[int, OpenedEnvelope, bytes, str, bytes]] = []
-            for position, (opened, data) in enumerate(batch):
+            fresh: list[tuple[OpenedEnvelope, bytes, str, bytes]] = []
+            for opened, data in batch:
                 previous = existing.get(_key(opened.envelope))
                 if previous is not None:
                     answers.append(_repeat(previous, opened))
                     continue
                 message_id = str(uuid.uuid4())
                 receipt = self._receipt(opened, message_id, now)
-                fresh.append((position, opened, data, message_id, receipt))
+                fresh.append((opened, data, message_id, receipt))
                 answers.append(Receipt(message_id, receipt, True))
             if fresh:
                 try:
-                    for _, opened, data, message_id, receipt in fresh:
-                        self._add(session, opened, data, message_id, receipt, door=door, now=now)
+                    self._insert(session, fresh, door=door, now=now)
                     session.commit()
                 except IntegrityError:
-                    # A concurrent submission of the same sender message id won the race:
+                    # Already stored (a repeat, or a concurrent submission won the race):
                     # answer each envelope on its own, against what is now stored.
                     session.rollback()
-                    if len(batch) == 1:
-                        previous = self._existing(session, [batch[0][0]]).get(_key(batch[0][0].envelope))
-                        if previous is None:
-                            raise
-                        return [_repeat(previous, batch[0][0])]
-                    return [self._store([item], door=door, now=now)[0] for item in batch]
-        for _, opened, _, message_id, _ in fresh:
+                    if len(batch) > 1:
+                        return [self._store([item], door=door, now=now)[0] for item in batch]
+                    opened = batch[0][0]
+                    previous = self._existing(session, [opened]).get(_key(opened.envelope))
+                    if previous is None:
+                        raise
+                    return [_repeat(previous, opened)]
+        for opened, _, message_id, _ in fresh:
             log.info(
                 "accepted",
                 extra={
@@ -199,79 +203,80 @@ class Intake:
             environment=h.environment.value,
         )
 
-    def _add(
-        self,
-        session: Session,
-        opened: OpenedEnvelope,
-        data: bytes,
-        message_id: str,
-        receipt: bytes,
-        *,
-        door: str,
-        now: datetime,
+    def _insert(
+        self, session: Session, fresh: list[tuple[OpenedEnvelope, bytes, str, bytes]], *, door: str, now: datetime
     ) -> None:
-        h = opened.envelope.header
-        digest = opened.digest.hex()
-        session.add(
-            Message(
-                id=message_id,
-                institution_id=h.sender.institution_id,
-                submitter_id=h.sender.organization_id,
-                application_id=h.sender.application_id,
-                sender_message_id=h.sender_message_id,
-                message_type=h.message_type,
-                recipient_kind=h.recipient.ebox_type.value,
-                recipient_id=h.recipient.id,
-                registered=h.registered,
-                priority=h.priority.value,
-                environment=h.environment.value,
-                state="accepted",
-                created_at=h.created,
-                accepted_at=now,
-                expires_at=h.expires_at,
-                envelope_sha256=digest,
-                envelope=data,
-                receipt=receipt,
+        """The message rows, then their event, audit and outbox rows: four bulk inserts."""
+        messages, events, audits, outbox = [], [], [], []
+        for opened, data, message_id, receipt in fresh:
+            h = opened.envelope.header
+            digest = opened.digest.hex()
+            messages.append(
+                {
+                    "id": message_id,
+                    "institution_id": h.sender.institution_id,
+                    "submitter_id": h.sender.organization_id,
+                    "application_id": h.sender.application_id,
+                    "sender_message_id": h.sender_message_id,
+                    "message_type": h.message_type,
+                    "recipient_kind": h.recipient.ebox_type.value,
+                    "recipient_id": h.recipient.id,
+                    "registered": h.registered,
+                    "priority": h.priority.value,
+                    "environment": h.environment.value,
+                    "state": "accepted",
+                    "created_at": h.created,
+                    "accepted_at": now,
+                    "expires_at": h.expires_at,
+                    "envelope_sha256": digest,
+                    "envelope": data,
+                    "receipt": receipt,
+                }
             )
-        )
-        session.flush()  # the message row first: events reference it
-        session.add(
-            Event(
-                message_id=message_id,
-                kind="accepted",
-                occurred_at=now,
-                source="hub",
-                detail=json.dumps({"door": door, "digest": digest}),
+            events.append(
+                {
+                    "message_id": message_id,
+                    "kind": "accepted",
+                    "occurred_at": now,
+                    "source": "hub",
+                    "provider": None,
+                    "detail": json.dumps({"door": door, "digest": digest}),
+                }
             )
-        )
-        session.add(
-            AuditEntry(
-                at=now,
-                actor=h.sender.organization_id,
-                action="accepted",
-                message_id=message_id,
-                detail=json.dumps(
-                    {
-                        "door": door,
-                        "institution": h.sender.institution_id,
-                        "sender_message_id": h.sender_message_id,
-                        "message_type": h.message_type,
-                        "digest": digest,
-                    }
-                ),
+            audits.append(
+                {
+                    "at": now,
+                    "actor": h.sender.organization_id,
+                    "action": "accepted",
+                    "message_id": message_id,
+                    # No personal data: no recipient, no content.
+                    "detail": json.dumps(
+                        {
+                            "door": door,
+                            "institution": h.sender.institution_id,
+                            "sender_message_id": h.sender_message_id,
+                            "message_type": h.message_type,
+                            "digest": digest,
+                        }
+                    ),
+                }
             )
-        )
-        session.add(
-            OutboxEntry(
-                message_id=message_id,
-                exchange=ROUTE_EXCHANGE,
-                routing_key=ROUTE_KEY,
-                body=json.dumps({"message_id": message_id}).encode(),
-                headers=json.dumps({"hub_message_id": message_id, "priority": h.priority.value}),
-                priority=PRIORITIES[h.priority.value],
-                created_at=now,
+            outbox.append(
+                {
+                    "message_id": message_id,
+                    "exchange": ROUTE_EXCHANGE,
+                    "routing_key": ROUTE_KEY,
+                    "body": json.dumps({"message_id": message_id}).encode(),
+                    "headers": json.dumps({"hub_message_id": message_id, "priority": h.priority.value}),
+                    "priority": PRIORITIES[h.priority.value],
+                    "created_at": now,
+                    "sent_at": None,
+                }
             )
-        )
+        session.execute(insert(Message), messages)
+        session.execute(insert(Event), events)
+        session.execute(insert(AuditEntry), audits)
+        session.execute(insert(OutboxEntry), outbox)
 
     # -- status ---------------------------------------------------------------------------
 
