@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,7 +64,9 @@ def make_envelopes(pair: KeyPair, count: int, tag: str) -> list[bytes]:
     base = example("citizen-letter", created=now)
     signer = Signer(pair)
     return [
-        to_bytes(signer.sign(build_envelope(replace(base, header=replace(base.header, sender_message_id=f"{tag}-{i}")))))
+        to_bytes(
+            signer.sign(build_envelope(replace(base, header=replace(base.header, sender_message_id=f"{tag}-{i}"))))
+        )
         for i in range(count)
     ]
 
@@ -184,7 +185,7 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30)
         if process.poll() is not None:
             raise SystemExit(f"hub serve exited with {process.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
                 return
         except OSError:
             time.sleep(0.2)
@@ -208,8 +209,9 @@ def drop_schema(schema: str) -> None:
         connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-def run_backend(name: str, database_url: str, broker_url: str, args: argparse.Namespace, pair: KeyPair,
-                folder: Path) -> dict[str, float]:
+def run_backend(
+    name: str, database_url: str, broker_url: str, args: argparse.Namespace, pair: KeyPair, folder: Path
+) -> dict[str, float]:
     port = free_port()
     env = {
         **os.environ,
@@ -222,14 +224,13 @@ def run_backend(name: str, database_url: str, broker_url: str, args: argparse.Na
     }
     hub = shutil.which("hub") or str(Path(sys.executable).parent / "hub")
     log = (folder / f"serve-{name}.log").open("wb")
-    server = subprocess.Popen([hub, "serve", "--workers", "2"], env=env, stdout=log, stderr=log)  # noqa: S603
+    server = subprocess.Popen([hub, "serve", "--workers", "2"], env=env, stdout=log, stderr=log)
     relay = None
     try:
         wait_ready(port, server)
         if broker_url.startswith("amqp"):
-            subprocess.run([hub, "broker", "declare"], env=env, check=True, capture_output=True)  # noqa: S603
-            relay = subprocess.Popen([hub, "relay"], env=env, stdout=subprocess.DEVNULL,  # noqa: S603
-                                     stderr=subprocess.DEVNULL)
+            subprocess.run([hub, "broker", "declare"], env=env, check=True, capture_output=True)
+            relay = subprocess.Popen([hub, "relay"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         tag = name.replace("+", "-")
         single = make_envelopes(pair, args.single, f"{tag}-s")
         paced = make_envelopes(pair, int(args.rate * args.seconds), f"{tag}-p")
@@ -247,10 +248,12 @@ def run_backend(name: str, database_url: str, broker_url: str, args: argparse.Na
             "batch_per_s": round(batch_per_s),
             "failures": fail_a + fail_b + fail_c,
         }
-        print(f"{name:<22} single {figures['single_per_s']:>6}/s (p50 {figures['single_max_p50_ms']} ms, "
-              f"p99 {figures['single_max_p99_ms']} ms at 32 connections) | at {args.rate:g}/s: "
-              f"p50 {figures['single_p50_ms']} ms, p99 {figures['single_p99_ms']} ms | "
-              f"batches {figures['batch_per_s']}/s | failures {figures['failures']}")
+        print(
+            f"{name:<22} single {figures['single_per_s']:>6}/s (p50 {figures['single_max_p50_ms']} ms, "
+            f"p99 {figures['single_max_p99_ms']} ms at 32 connections) | at {args.rate:g}/s: "
+            f"p50 {figures['single_p50_ms']} ms, p99 {figures['single_p99_ms']} ms | "
+            f"batches {figures['batch_per_s']}/s | failures {figures['failures']}"
+        )
         if figures["failures"]:
             raise SystemExit(f"{name}: {figures['failures']} requests were not accepted; the figures would be false")
         return figures

@@ -28,7 +28,8 @@ class OpenedEnvelope:
     envelope: m.Envelope
     verified: Verified
     digest: bytes
-    """SHA-256 of the envelope bytes exactly as received (the receipt quotes it)."""
+    """SHA-256 of the envelope document as received (the receipt quotes it): the request body on
+    REST and AMQP; on SOAP, the PublishMessage element taken out of the Body as its own document."""
 
 
 def open_envelope(
