@@ -15,6 +15,7 @@ from typing import BinaryIO, TypeVar
 
 import click
 
+from hub.broker.commands import broker_group, relay_command
 from hub.demo import demo
 from hub.envelope.builder import build_envelope, to_bytes
 from hub.envelope.examples import KINDS, example
@@ -206,6 +207,8 @@ def envelope_validate(file: BinaryIO, allow_indefinite: bool, min_months: int, m
 
 
 cli.add_command(demo)
+cli.add_command(broker_group)
+cli.add_command(relay_command)
 
 
 @keys.command("token")

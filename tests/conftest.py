@@ -34,7 +34,8 @@ def broker_url(request):
     if request.param == "memory":
         import uuid
 
-        # A distinct virtual host per test keeps in-process queues from leaking between tests.
+        # kombu's in-process transport shares its queues across connections whatever the
+        # virtual host; broker tests empty the hub's queues before and after each test.
         yield f"memory://localhost/{uuid.uuid4().hex}"
     else:
         from tests.backends import rabbitmq_url

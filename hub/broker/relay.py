@@ -1,0 +1,403 @@
+"""The outbox relay: publish committed outbox rows to the broker, then mark them sent.
+
+One round (``run_once``) takes up to ``batch`` unsent rows in id order, publishes them
+with publisher confirms, and marks the confirmed ones sent in one UPDATE. A row is marked
+only after the broker confirmed it; a crash between publishing and marking publishes the
+row again after the restart (at-least-once). Every message therefore carries a stable
+``message_id`` (``outbox-<row id>``) and the row's headers, so consumers de-duplicate.
+
+On PostgreSQL the rows are claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` and the
+lock is held until they are marked, so relays running side by side never publish the
+same rows at the same time. On SQLite run one relay per database file.
+
+Publishing: on RabbitMQ a waiting-per-message publish (``confirm_publish``) manages about
+a thousand messages a second, so the relay uses its own channel in confirm mode, sends
+the whole batch and then waits for the broker's (usually cumulative) acks. Messages are
+published ``mandatory``: one that no queue would take (e.g. to a provider whose queue
+was never declared) comes back, is logged, and its row stays unsent rather than being
+marked sent and lost. The in-process transport checks routability through its bindings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import amqp  # type: ignore[import-untyped]
+import amqp.exceptions  # type: ignore[import-untyped]
+from kombu import Connection, Producer
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.broker.connection import (
+    DEFAULT_OPTIONS,
+    DEFAULT_RETRY,
+    ConnectionOptions,
+    RetryPolicy,
+    broker_errors,
+    connect,
+    is_amqp,
+)
+from hub.broker.topology import MAX_PRIORITY, declare
+from hub.errors import Unavailable
+from hub.store.db import unavailable_on_outage
+from hub.store.models import OutboxEntry
+
+log = logging.getLogger("hub.broker")
+
+DEFAULT_CONTENT_TYPE = "application/json"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def outbox_message_id(row_id: int) -> str:
+    """The stable ``message_id`` of the message published for an outbox row."""
+    return f"outbox-{row_id}"
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """One outbox row, ready to publish."""
+
+    row_id: int
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any]
+    priority: int
+
+    @property
+    def message_id(self) -> str:
+        return outbox_message_id(self.row_id)
+
+    @property
+    def content_type(self) -> str:
+        value = self.headers.get("content_type", self.headers.get("content-type"))
+        return value if isinstance(value, str) and value else DEFAULT_CONTENT_TYPE
+
+    @classmethod
+    def of(cls, row: Any) -> OutboxMessage:
+        headers = json.loads(row.headers or "{}")
+        if not isinstance(headers, dict):
+            raise ValueError(f"outbox row {row.id}: headers must be a JSON object, not {type(headers).__name__}")
+        return cls(
+            row_id=row.id,
+            exchange=row.exchange,
+            routing_key=row.routing_key,
+            body=bytes(row.body),
+            headers=headers,
+            priority=max(0, min(MAX_PRIORITY, int(row.priority or 0))),
+        )
+
+
+class Publisher(Protocol):
+    def publish(self, messages: Sequence[OutboxMessage]) -> list[int]:
+        """Publish; return the row ids the broker confirmed and routed to at least one queue."""
+        ...
+
+
+class ConfirmingPublisher:
+    """RabbitMQ: one channel in confirm mode; send a whole batch, then wait for its acks."""
+
+    def __init__(self, connection: Connection, *, confirm_timeout: float) -> None:
+        self.connection = connection
+        self.confirm_timeout = confirm_timeout
+        self.channel: Any = None
+        self._next_tag = 1
+        self._pending: dict[int, int] = {}
+        """delivery tag -> row id, awaiting the broker's ack or nack."""
+        self._acked: set[int] = set()
+        self._refused: set[int] = set()
+
+    def _open(self) -> Any:
+        if self.channel is None or not self.channel.is_open:
+            channel = self.connection.channel()
+            channel.confirm_select()
+            channel.events["basic_ack"].add(self._on_ack)
+            channel.events["basic_nack"].add(self._on_nack)
+            channel.events["basic_return"].add(self._on_return)
+            self.channel, self._next_tag = channel, 1
+        return self.channel
+
+    def _settle(self, tag: int, multiple: bool, into: set[int]) -> None:
+        if multiple:
+            for settled in [t for t in self._pending if t <= tag]:
+                into.add(self._pending.pop(settled))
+        elif tag in self._pending:
+            into.add(self._pending.pop(tag))
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple, self._acked)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        nacked: set[int] = set()
+        self._settle(delivery_tag, multiple, nacked)
+        log.warning("broker nacked outbox rows %s; they stay unsent", sorted(nacked))
+        self._refused |= nacked
+
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        message_id = str(message.properties.get("message_id", ""))
+        log.error(
+            "unroutable: no queue takes %s from exchange %r with routing key %r (%s); the row stays unsent",
+            message_id,
+            exchange,
+            routing_key,
+            exc,
+        )
+        if message_id.startswith("outbox-"):
+            self._refused.add(int(message_id.removeprefix("outbox-")))
+
+    def publish(self, messages: Sequence[OutboxMessage]) -> list[int]:
+        self._pending.clear()
+        self._acked.clear()
+        self._refused.clear()
+        try:
+            channel = self._open()
+            for message in messages:
+                channel.basic_publish(
+                    amqp.Message(
+                        message.body,
+                        content_type=message.content_type,
+                        application_headers=message.headers,
+                        delivery_mode=2,
+                        priority=message.priority,
+                        message_id=message.message_id,
+                    ),
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    mandatory=True,
+                )
+                self._pending[self._next_tag] = message.row_id
+                self._next_tag += 1
+            deadline = time.monotonic() + self.confirm_timeout
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unavailable(
+                        f"the broker confirmed {len(self._acked)} of {len(messages)} messages within "
+                        f"{self.confirm_timeout:g} s; the rest stay unsent"
+                    )
+                try:
+                    self.connection.drain_events(timeout=remaining)
+                except TimeoutError:  # socket.timeout; the deadline is checked above
+                    continue
+        except amqp.exceptions.ChannelError as exc:
+            # E.g. an exchange that does not exist: the broker closed the channel.
+            self.channel = None
+            raise Unavailable(f"the broker refused a publish ({exc}); the rows stay unsent") from exc
+        except BaseException:
+            self.channel = None
+            raise
+        return [m.row_id for m in messages if m.row_id in self._acked and m.row_id not in self._refused]
+
+
+class KombuPublisher:
+    """Any other transport (the in-process ``memory://`` one above all): kombu's Producer."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.channel: Any = None
+
+    def _routable(self, message: OutboxMessage) -> bool:
+        channel = self.channel
+        if not hasattr(channel, "get_table"):  # not a virtual transport: trust the broker
+            return True
+        try:
+            table = channel.get_table(message.exchange)
+            queues = channel.typeof(message.exchange).lookup(table, message.exchange, message.routing_key, None)
+        except KeyError:
+            queues = []
+        if not queues:
+            log.error(
+                "unroutable: no queue takes %s from exchange %r with routing key %r; the row stays unsent",
+                message.message_id,
+                message.exchange,
+                message.routing_key,
+            )
+        return bool(queues)
+
+    def publish(self, messages: Sequence[OutboxMessage]) -> list[int]:
+        if self.channel is None:
+            self.channel = self.connection.channel()
+        producer = Producer(self.channel)
+        published: list[int] = []
+        for message in messages:
+            if not self._routable(message):
+                continue
+            producer.publish(
+                message.body,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                headers=message.headers,
+                priority=message.priority,
+                message_id=message.message_id,
+                delivery_mode=2,
+                content_type=message.content_type,
+                content_encoding="binary",
+                retry=False,
+            )
+            published.append(message.row_id)
+        return published
+
+
+class OutboxRelay:
+    """Moves committed outbox rows to the broker. One per process; not thread-safe."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        connection_url: str,
+        *,
+        batch: int = 500,
+        confirm_timeout: float = 10.0,
+        options: ConnectionOptions = DEFAULT_OPTIONS,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.sessions = sessions
+        self.connection_url = connection_url
+        self.batch = batch
+        self.confirm_timeout = confirm_timeout
+        self.options = options
+        self.retry = retry
+        self.clock = clock
+        self._connection: Connection | None = None
+        self._publisher: Publisher | None = None
+
+    # -- the broker side -------------------------------------------------------------------
+
+    def _connected(self) -> Publisher:
+        if self._publisher is None:
+            # Confirms are the relay's own business (a whole batch at a time), not py-amqp's per message.
+            options = dataclasses.replace(self.options, confirm_publish=False)
+            connection = connect(self.connection_url, options=options, retry=self.retry)
+            try:
+                declare(connection)  # the exchanges and the routing queue exist before the first publish
+            except BaseException:
+                connection.release()
+                raise
+            self._connection = connection
+            self._publisher = (
+                ConfirmingPublisher(connection, confirm_timeout=self.confirm_timeout)
+                if is_amqp(connection)
+                else KombuPublisher(connection)
+            )
+        return self._publisher
+
+    def close(self) -> None:
+        """Release the broker connection (a later round opens a new one)."""
+        connection, self._connection, self._publisher = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # the connection is already gone; nothing to release
+                connection.release()
+
+    def __enter__(self) -> OutboxRelay:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the database side -----------------------------------------------------------------
+
+    def _claim(self, session: Session) -> list[OutboxMessage]:
+        """The next unsent rows in id order; on PostgreSQL locked until this transaction ends."""
+        query = (
+            select(
+                OutboxEntry.id,
+                OutboxEntry.exchange,
+                OutboxEntry.routing_key,
+                OutboxEntry.body,
+                OutboxEntry.headers,
+                OutboxEntry.priority,
+            )
+            .where(OutboxEntry.sent_at.is_(None))
+            .order_by(OutboxEntry.id)
+            .limit(self.batch)
+        )
+        postgres = session.get_bind().dialect.name == "postgresql"
+        if postgres:
+            query = query.with_for_update(skip_locked=True)
+        rows = session.execute(query).all()
+        if not postgres:
+            session.commit()  # SQLite: hold no read snapshot while publishing
+        return [OutboxMessage.of(row) for row in rows]
+
+    def _mark_sent(self, session: Session, row_ids: Sequence[int], at: datetime) -> None:
+        session.execute(
+            update(OutboxEntry)
+            .where(OutboxEntry.id.in_(row_ids))
+            .values(sent_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
+    # -- rounds ----------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Publish up to ``batch`` unsent rows and mark the confirmed ones sent; how many were marked.
+
+        Raises ``Unavailable`` (broker or database down; nothing confirmed is lost, nothing
+        unconfirmed is marked).
+        """
+        publisher = self._connected()
+        with unavailable_on_outage(), self.sessions() as session:
+            messages = self._claim(session)
+            if not messages:
+                return 0
+            try:
+                with broker_errors("the broker"):
+                    confirmed = publisher.publish(messages)
+            except Unavailable:
+                self.close()
+                raise
+            if confirmed:
+                self._mark_sent(session, confirmed, self.clock())
+            session.commit()
+        if len(confirmed) < len(messages):
+            log.warning("relay: %d of %d outbox rows stay unsent", len(messages) - len(confirmed), len(messages))
+        return len(confirmed)
+
+    def run_forever(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
+        """Relay until ``stop`` is set; an outage is logged and retried with the back-off policy."""
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    published = self.run_once()
+                except Unavailable as exc:
+                    failures += 1
+                    delay = self.retry.delay(failures)
+                    log.warning("relay: %s; retrying in %.1f s", exc, delay)
+                    stop.wait(delay)
+                    continue
+                failures = 0
+                if published < self.batch:
+                    self._idle(stop, idle_sleep)
+        finally:
+            self.close()
+
+    def _idle(self, stop: threading.Event, seconds: float) -> None:
+        """Wait; on RabbitMQ read (and answer) heartbeats meanwhile, so an idle relay stays connected."""
+        connection = self._connection
+        if connection is None or not is_amqp(connection):
+            stop.wait(seconds)
+            return
+        try:
+            with broker_errors("the broker"):
+                connection.heartbeat_check()
+                with contextlib.suppress(TimeoutError):  # nothing arrived: the usual case
+                    connection.drain_events(timeout=seconds)
+        except Unavailable as exc:
+            log.warning("relay: %s; reconnecting", exc)
+            self.close()

@@ -1,0 +1,188 @@
+"""The broker topology of the architecture note, as data: exchanges, queues, bindings.
+
+    exchange      type    routing key      queue                 kind
+    hub.submit    direct  ``submit``       hub.inbound           quorum
+    hub.route     direct  ``route``        hub.routing           classic, x-max-priority 9
+    hub.deliver   topic   ``<provider>``   provider.<provider>   classic, x-max-priority 9
+    hub.acks      direct  ``acks``         hub.acks              quorum
+    hub.notify    topic   ``<sender>``     sender.<sender>.acks  quorum
+    hub.dead      fanout  (any)            hub.dead              quorum
+
+Every exchange and queue is durable, and publishers send persistent messages. Every queue
+but ``hub.dead`` dead-letters into ``hub.dead`` (``x-dead-letter-exchange``); a fanout
+keeps the original routing key on the dead letter, so it still says where it was going.
+
+Why two kinds of queue: quorum queues are RabbitMQ's replicated, durable queue type and
+the default here. They have no real priorities: RabbitMQ 3.x (3.10.8 on our machines)
+refuses ``x-max-priority`` on them (406 PRECONDITION_FAILED) and orders by arrival only,
+and 4.x offers just two levels (normal and high).
+Routing and delivery must let a high-priority message (``priority`` 0-9, see
+``hub.inbound.acceptance.PRIORITIES``) overtake the normal ones already queued, so
+``hub.routing`` and ``provider.*`` are classic queues with ``x-max-priority: 9`` (ten
+levels, matching the outbox's 0-9). Everything else is a quorum queue.
+
+The in-process ``memory://`` transport ignores queue arguments (no priorities, no
+dead-lettering: a rejected message is dropped); the same declarations work on it.
+Provider and sender ids become queue names and binding keys, so they are restricted to
+letters, digits, ``_`` and ``-`` (no ``.``, ``*`` or ``#``, which a topic exchange reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from kombu import Connection, Exchange, Queue
+
+from hub.broker.connection import broker_errors
+from hub.errors import ConfigError
+
+DEAD_EXCHANGE = "hub.dead"
+MAX_PRIORITY = 9
+
+
+class QueueKind(StrEnum):
+    QUORUM = "quorum"
+    PRIORITY = "classic"
+    """A classic queue with ``x-max-priority`` (quorum queues cannot order by priority)."""
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: str
+    """``direct``, ``topic`` or ``fanout``."""
+
+    def kombu(self) -> Exchange:
+        return Exchange(self.name, self.type, durable=True, auto_delete=False, delivery_mode="persistent")
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    exchange: ExchangeSpec
+    routing_key: str
+    """The binding key (ignored by a fanout exchange)."""
+    kind: QueueKind = QueueKind.QUORUM
+    dead_letter: bool = True
+    """Rejected and expired messages go to ``hub.dead``."""
+
+    @property
+    def arguments(self) -> dict[str, object]:
+        arguments: dict[str, object] = {"x-queue-type": self.kind.value}
+        if self.kind is QueueKind.PRIORITY:
+            arguments["x-max-priority"] = MAX_PRIORITY
+        if self.dead_letter:
+            arguments["x-dead-letter-exchange"] = DEAD_EXCHANGE
+        return arguments
+
+    def kombu(self) -> Queue:
+        return Queue(
+            self.name,
+            self.exchange.kombu(),
+            routing_key=self.routing_key,
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            queue_arguments=self.arguments,
+        )
+
+    def describe(self) -> str:
+        extra = ", ".join(f"{key}={value}" for key, value in self.arguments.items())
+        return f"queue {self.name} <- {self.exchange.name} [{self.routing_key or '*'}] ({extra})"
+
+
+SUBMIT = ExchangeSpec("hub.submit", "direct")
+ROUTE = ExchangeSpec("hub.route", "direct")
+DELIVER = ExchangeSpec("hub.deliver", "topic")
+ACKS = ExchangeSpec("hub.acks", "direct")
+NOTIFY = ExchangeSpec("hub.notify", "topic")
+DEAD = ExchangeSpec(DEAD_EXCHANGE, "fanout")
+
+EXCHANGES: tuple[ExchangeSpec, ...] = (SUBMIT, ROUTE, DELIVER, ACKS, NOTIFY, DEAD)
+
+SUBMIT_KEY = "submit"
+ROUTE_KEY = "route"
+ACKS_KEY = "acks"
+
+INBOUND_QUEUE = QueueSpec("hub.inbound", SUBMIT, SUBMIT_KEY)
+ROUTING_QUEUE = QueueSpec("hub.routing", ROUTE, ROUTE_KEY, QueueKind.PRIORITY)
+ACKS_QUEUE = QueueSpec("hub.acks", ACKS, ACKS_KEY)
+DEAD_QUEUE = QueueSpec("hub.dead", DEAD, "", dead_letter=False)
+
+FIXED_QUEUES: tuple[QueueSpec, ...] = (INBOUND_QUEUE, ROUTING_QUEUE, ACKS_QUEUE, DEAD_QUEUE)
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def _checked(kind: str, identifier: str) -> str:
+    if not _ID.fullmatch(identifier):
+        raise ConfigError(f"{kind} id {identifier!r} must be 1-100 letters, digits, '_' or '-'")
+    return identifier
+
+
+def deliver_key(provider_id: str) -> str:
+    """The routing key to publish to ``hub.deliver`` for one provider."""
+    return _checked("provider", provider_id)
+
+
+def notify_key(sender_id: str) -> str:
+    """The routing key to publish to ``hub.notify`` for one sender."""
+    return _checked("sender", sender_id)
+
+
+def provider_queue(provider_id: str) -> QueueSpec:
+    return QueueSpec(f"provider.{provider_id}", DELIVER, deliver_key(provider_id), QueueKind.PRIORITY)
+
+
+def sender_queue(sender_id: str) -> QueueSpec:
+    return QueueSpec(f"sender.{sender_id}.acks", NOTIFY, notify_key(sender_id))
+
+
+def queues(providers: Iterable[str] = (), senders: Iterable[str] = ()) -> tuple[QueueSpec, ...]:
+    """Every queue of the hub for these providers and senders (each id once)."""
+    return (
+        *FIXED_QUEUES,
+        *(provider_queue(p) for p in dict.fromkeys(providers)),
+        *(sender_queue(s) for s in dict.fromkeys(senders)),
+    )
+
+
+@dataclass(frozen=True)
+class Topology:
+    exchanges: tuple[ExchangeSpec, ...]
+    queues: tuple[QueueSpec, ...]
+
+    def describe(self) -> list[str]:
+        return [f"exchange {e.name} ({e.type})" for e in self.exchanges] + [q.describe() for q in self.queues]
+
+
+def topology(providers: Iterable[str] = (), senders: Iterable[str] = ()) -> Topology:
+    return Topology(EXCHANGES, queues(providers, senders))
+
+
+def declare(connection: Connection, providers: Iterable[str] = (), senders: Iterable[str] = ()) -> Topology:
+    """Declare every exchange, queue and binding; idempotent (declaring twice is fine).
+
+    Raises ``Unavailable`` when the broker cannot be reached, ``ConfigError`` when a queue
+    already exists with other arguments (e.g. declared classic, now quorum).
+    """
+    wanted = topology(providers, senders)
+    with broker_errors("declaring the broker topology"):
+        channel = connection.channel()
+        try:
+            for exchange in wanted.exchanges:
+                exchange.kombu()(channel).declare()
+            for queue in wanted.queues:
+                queue.kombu()(channel).declare()
+        finally:
+            _close_quietly(channel)
+    return wanted
+
+
+def _close_quietly(channel: object) -> None:
+    with contextlib.suppress(Exception):  # a channel the broker already closed; nothing to release
+        channel.close()  # type: ignore[attr-defined]
