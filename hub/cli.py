@@ -262,6 +262,36 @@ def serve_command(workers: int | None, port: int | None) -> None:
     serve(settings, workers=workers)
 
 
+@cli.group()
+def worker() -> None:
+    """Long-running consumers (one process each; run as many as the load needs)."""
+
+
+@worker.command("inbound")
+@refusals_exit
+def worker_inbound() -> None:
+    """The AMQP door: accept envelopes published to hub.submit, answer to reply_to."""
+    import signal
+    import threading
+
+    from hub.inbound.amqp import AmqpDoor
+    from hub.runtime import build_runtime
+    from hub.settings import load_settings
+
+    settings = load_settings()
+    runtime = build_runtime(settings)
+    door = AmqpDoor(runtime.intake, settings.broker_url)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"accepting envelopes from hub.submit on {settings.broker_url.split('@')[-1]}")
+    try:
+        door.run(stop)
+    finally:
+        door.close()
+        runtime.close()
+
+
 @cli.command("send")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, envvar="HUB_URL", help="The hub.")

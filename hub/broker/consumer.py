@@ -54,6 +54,9 @@ class Properties:
     """The broker delivered this message before (a handler may have done its effect already)."""
     exchange: str
     routing_key: str
+    reply_to: str | None = None
+    """Where the publisher wants the answer (a queue name, via the default exchange)."""
+    correlation_id: str | None = None
 
 
 Handler = Callable[[bytes, dict[str, Any], Properties], None]
@@ -69,6 +72,8 @@ def _properties(message: Message) -> Properties:
         redelivered=bool(info.get("redelivered", False)),
         exchange=str(info.get("exchange", "")),
         routing_key=str(info.get("routing_key", "")),
+        reply_to=props.get("reply_to"),
+        correlation_id=props.get("correlation_id"),
     )
 
 

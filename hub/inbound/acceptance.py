@@ -47,6 +47,8 @@ class Receipt:
     xml: bytes
     created: bool
     """True when this submission created the message; False for an idempotent repeat."""
+    submitter_id: str = ""
+    """The organisation that submitted (and signed): where acknowledgements go by default."""
 
 
 def utcnow() -> datetime:
@@ -149,7 +151,7 @@ class Intake:
                 message_id = str(uuid.uuid4())
                 receipt = self._receipt(opened, message_id, now)
                 fresh.append((opened, data, message_id, receipt))
-                answers.append(Receipt(message_id, receipt, True))
+                answers.append(Receipt(message_id, receipt, True, opened.envelope.header.sender.organization_id))
             if fresh:
                 try:
                     self._insert(session, fresh, door=door, now=now)
@@ -306,4 +308,4 @@ def _repeat(previous: Message, opened: OpenedEnvelope) -> Receipt | Rejected:
             f"(hub message {previous.id}); give each message its own SenderMessageId.",
             path="/PublishMessage/Header/SenderMessageId",
         )
-    return Receipt(previous.id, previous.receipt, False)
+    return Receipt(previous.id, previous.receipt, False, previous.submitter_id)

@@ -224,6 +224,7 @@ async def readyz(runtime: Runtime, request: Request) -> Response:
 
 def routes() -> list[Route]:
     from hub.inbound.soap import routes as soap_routes  # the SOAP door builds on this module: imported late
+
     return [
         Route("/v1/messages", _guarded(post_message), methods=["POST"]),
         Route("/v1/messages/{message_id}", _guarded(get_message), methods=["GET"]),
