@@ -232,3 +232,37 @@ def test_both_back_ends_accept_a_document_signed_with_inclusive_c14n():
     data = etree.tostring(signed)
     store = TrustStore([trusted(FINANCE, pair.certificate)])
     assert _outcome(data, store, "fast") == _outcome(data, store, "signxml") == "ok"
+
+
+# --- the fast signer is held to signxml ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+@pytest.mark.parametrize("with_id", [False, True], ids=["uri-empty", "uri-root-id"])
+@pytest.mark.parametrize("example_kind", ["citizen-letter", "citizen-pdf", "enterprise"])
+def test_what_the_fast_signer_signs_verifies_with_signxml(kind, with_id, example_kind):
+    pair = key_pair("finance", kind)
+    root = build_envelope(example(example_kind))
+    if with_id:
+        root.set("Id", "doc-1")
+    store = TrustStore([trusted(example(example_kind).header.sender.organization_id, pair.certificate)])
+    fast = to_bytes(Signer(pair).sign(root))
+    reference = to_bytes(Signer(pair, backend="signxml").sign(root))
+    for data in (fast, reference):
+        for backend in ("fast", "signxml"):
+            assert Verifier(store, backend=backend).verify(parse(data), now=NOW).signer.certificate == pair.certificate
+    # The same structure, algorithm for algorithm (signxml wraps base64 lines; ECDSA is randomised).
+    assert _shape(parse(fast)) == _shape(parse(reference))
+
+
+def _shape(root):
+    signature = root.find(f"{DS}Signature")
+    return [(etree.QName(e).localname, dict(e.attrib)) for e in signature.iter()]
+
+
+def test_signing_does_not_touch_the_given_tree():
+    pair = key_pair("finance")
+    root = build_envelope(example("citizen-letter"))
+    before = etree.tostring(root)
+    Signer(pair).sign(root)
+    assert etree.tostring(root) == before

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,7 +34,7 @@ from hub.safexml import ParseLimits
 from hub.signing.signer import Signer
 from hub.signing.verifier import Verifier
 from hub.store.db import unavailable_on_outage
-from hub.store.models import AuditEntry, Event, Message, OutboxEntry
+from hub.store.models import AuditEntry, Base, Event, Message, OutboxEntry
 
 log = logging.getLogger("hub.inbound")
 
@@ -49,6 +51,26 @@ class Receipt:
     """True when this submission created the message; False for an idempotent repeat."""
     submitter_id: str = ""
     """The organisation that submitted (and signed): where acknowledgements go by default."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An envelope that passed every check, waiting to be stored."""
+
+    opened: OpenedEnvelope
+    data: bytes
+    door: str
+    now: datetime
+
+
+@dataclass
+class _Slot:
+    """Where a group commit leaves one caller's outcome."""
+
+    pending: _Pending
+    outcome: Receipt | Rejected | None = None
+    error: BaseException | None = None
+    done: bool = False
 
 
 def utcnow() -> datetime:
@@ -75,6 +97,9 @@ class Intake:
         self.environment = environment
         self.parse_limits = parse_limits or ParseLimits()
         self.clock = clock
+        self._pending: list[_Slot] = []
+        self._pending_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
 
     # -- the pipeline -----------------------------------------------------------------
 
@@ -88,17 +113,42 @@ class Intake:
         )
 
     def submit(self, data: bytes, *, door: str) -> Receipt:
-        """Accept one envelope, or raise ``Rejected`` / ``Unavailable``."""
+        """Accept one envelope, or raise ``Rejected`` / ``Unavailable``.
+
+        Checks run in the caller's thread; the storing is a group commit: the caller that
+        takes the commit lock stores every envelope waiting at that moment in one
+        transaction, so concurrent requests share a commit instead of queueing for one each.
+        """
         now = self.clock()
         try:
             opened = self.open(data, now)
         except Rejected as refused:
             log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
             raise
-        outcome = self._store([(opened, data)], door=door, now=now)[0]
-        if isinstance(outcome, Rejected):
-            raise outcome
-        return outcome
+        slot = _Slot(_Pending(opened, data, door, now))
+        with self._pending_lock:
+            self._pending.append(slot)
+        with self._commit_lock:
+            if not slot.done:
+                with self._pending_lock:
+                    group, self._pending = self._pending, []
+                self._commit_group(group)
+        if slot.error is not None:
+            raise slot.error
+        assert slot.outcome is not None
+        if isinstance(slot.outcome, Rejected):
+            raise slot.outcome
+        return slot.outcome
+
+    def _commit_group(self, group: list[_Slot]) -> None:
+        try:
+            outcomes = self._store([slot.pending for slot in group])
+        except BaseException as exc:  # every waiting caller learns it (Unavailable, most often)
+            for slot in group:
+                slot.error, slot.done = exc, True
+            return
+        for slot, outcome in zip(group, outcomes, strict=True):
+            slot.outcome, slot.done = outcome, True
 
     def submit_many(self, items: Sequence[bytes], *, door: str) -> list[Receipt | Rejected]:
         """Accept a batch: each envelope gets its own receipt or refusal; one commit for all."""
@@ -119,19 +169,16 @@ class Intake:
             key = _key(opened.envelope)
             (repeats if key in seen else first_pass).append((index, opened, data))
             seen.setdefault(key, index)
-        for (index, _, _), receipt in zip(
-            first_pass, self._store([(o, d) for _, o, d in first_pass], door=door, now=now), strict=True
-        ):
+        stored = self._store([_Pending(o, d, door, now) for _, o, d in first_pass])
+        for (index, _, _), receipt in zip(first_pass, stored, strict=True):
             results[index] = receipt
         for index, opened, data in repeats:
-            results[index] = self._store([(opened, data)], door=door, now=now)[0]
+            results[index] = self._store([_Pending(opened, data, door, now)])[0]
         return [r for r in results if r is not None]
 
     # -- storage ------------------------------------------------------------------------
 
-    def _store(
-        self, batch: list[tuple[OpenedEnvelope, bytes]], *, door: str, now: datetime
-    ) -> list[Receipt | Rejected]:
+    def _store(self, batch: list[_Pending]) -> list[Receipt | Rejected]:
         """Insert what is new, answer repeats; one transaction for the new ones.
 
         A single envelope is inserted optimistically (repeats are rare; the unique key
@@ -140,41 +187,42 @@ class Intake:
         if not batch:
             return []
         with unavailable_on_outage(), self.sessions() as session:
-            existing = self._existing(session, [opened for opened, _ in batch]) if len(batch) > 1 else {}
+            existing = self._existing(session, [item.opened for item in batch]) if len(batch) > 1 else {}
             answers: list[Receipt | Rejected] = []
-            fresh: list[tuple[OpenedEnvelope, bytes, str, bytes]] = []
-            for opened, data in batch:
-                previous = existing.get(_key(opened.envelope))
+            fresh: list[tuple[_Pending, str, bytes]] = []
+            for item in batch:
+                previous = existing.get(_key(item.opened.envelope))
                 if previous is not None:
-                    answers.append(_repeat(previous, opened))
+                    answers.append(_repeat(previous, item.opened))
                     continue
                 message_id = str(uuid.uuid4())
-                receipt = self._receipt(opened, message_id, now)
-                fresh.append((opened, data, message_id, receipt))
-                answers.append(Receipt(message_id, receipt, True, opened.envelope.header.sender.organization_id))
+                receipt = self._receipt(item.opened, message_id, item.now)
+                fresh.append((item, message_id, receipt))
+                submitter = item.opened.envelope.header.sender.organization_id
+                answers.append(Receipt(message_id, receipt, True, submitter))
             if fresh:
                 try:
-                    self._insert(session, fresh, door=door, now=now)
+                    self._insert(session, fresh)
                     session.commit()
                 except IntegrityError:
                     # Already stored (a repeat, or a concurrent submission won the race):
                     # answer each envelope on its own, against what is now stored.
                     session.rollback()
                     if len(batch) > 1:
-                        return [self._store([item], door=door, now=now)[0] for item in batch]
-                    opened = batch[0][0]
+                        return [self._store([item])[0] for item in batch]
+                    opened = batch[0].opened
                     previous = self._existing(session, [opened]).get(_key(opened.envelope))
                     if previous is None:
                         raise
                     return [_repeat(previous, opened)]
-        for opened, _, message_id, _ in fresh:
+        for item, message_id, _ in fresh:
             log.info(
                 "accepted",
                 extra={
                     "event": "accepted",
-                    "door": door,
+                    "door": item.door,
                     "message_id": message_id,
-                    "institution": opened.envelope.header.sender.institution_id,
+                    "institution": item.opened.envelope.header.sender.institution_id,
                 },
             )
         return answers
@@ -205,12 +253,11 @@ class Intake:
             environment=h.environment.value,
         )
 
-    def _insert(
-        self, session: Session, fresh: list[tuple[OpenedEnvelope, bytes, str, bytes]], *, door: str, now: datetime
-    ) -> None:
+    def _insert(self, session: Session, fresh: list[tuple[_Pending, str, bytes]]) -> None:
         """The message rows, then their event, audit and outbox rows: four bulk inserts."""
         messages, events, audits, outbox = [], [], [], []
-        for opened, data, message_id, receipt in fresh:
+        for item, message_id, receipt in fresh:
+            opened, data, door, now = item.opened, item.data, item.door, item.now
             h = opened.envelope.header
             digest = opened.digest.hex()
             messages.append(
@@ -275,10 +322,12 @@ class Intake:
                     "sent_at": None,
                 }
             )
-        session.execute(insert(Message), messages)
-        session.execute(insert(Event), events)
-        session.execute(insert(AuditEntry), audits)
-        session.execute(insert(OutboxEntry), outbox)
+        # Core inserts on the session's connection: the ORM's bulk machinery costs more than the SQL.
+        connection = session.connection()
+        connection.execute(insert(_table(Message)), messages)
+        connection.execute(insert(_table(Event)), events)
+        connection.execute(insert(_table(AuditEntry)), audits)
+        connection.execute(insert(_table(OutboxEntry)), outbox)
 
     # -- status ---------------------------------------------------------------------------
 
@@ -294,6 +343,10 @@ class Intake:
             assert message is not None
             events = list(session.scalars(select(Event).where(Event.message_id == message_id).order_by(Event.id)))
             return message, events
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
 
 
 def _key(envelope: Envelope) -> tuple[str, str]:

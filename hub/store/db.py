@@ -41,7 +41,9 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping (a round trip per transaction): a connection found dead raises, the door
+    # answers 503, and the pool discards it (pool_recycle bounds the age of idle ones).
+    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=300)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
