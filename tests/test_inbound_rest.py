@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -34,8 +35,9 @@ T = "{" + TYPES_NS + "}"
 
 
 def make_hub(tmp_path, database_url, **env):
-    settings = load_settings(tmp_path / "config", {"HUB_DATA_DIR": str(tmp_path / "var"),
-                                                   "HUB_DATABASE_URL": database_url, **env})
+    settings = load_settings(
+        tmp_path / "config", {"HUB_DATA_DIR": str(tmp_path / "var"), "HUB_DATABASE_URL": database_url, **env}
+    )
     upgrade(make_engine(settings.effective_database_url))
     runtime = build_runtime(settings, directory=directory())
     runtime.intake.clock = lambda: NOW
@@ -164,14 +166,22 @@ def test_refusals_carry_their_code_and_leave_nothing_behind(hub, client, case, s
         "tampered": lambda: ring.sign(letter).replace(b"2026</", b"2027</"),
         "unsigned": lambda: ring.sign(letter).split(b"<ds:Signature")[0] + b"</PublishMessage>",
         "xxe": lambda: b'<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>',
-        "integrator-without-mandate": lambda: ring.sign(replace(letter, header=replace(
-            header, sender=replace(header.sender, organization_id=ex.INTEGRATOR, on_behalf_of=ex.FINANCE)))),
+        "integrator-without-mandate": lambda: ring.sign(
+            replace(
+                letter,
+                header=replace(
+                    header, sender=replace(header.sender, organization_id=ex.INTEGRATOR, on_behalf_of=ex.FINANCE)
+                ),
+            )
+        ),
         "unknown-message-type": lambda: ring.sign(replace(letter, header=replace(header, message_type="NOPE"))),
-        "unknown-application": lambda: ring.sign(replace(letter, header=replace(
-            header, sender=replace(header.sender, application_id="other-app")))),
+        "unknown-application": lambda: ring.sign(
+            replace(letter, header=replace(header, sender=replace(header.sender, application_id="other-app")))
+        ),
         "wrong-environment": lambda: ring.sign(replace(letter, header=replace(header, environment=Environment.INT))),
-        "invalid-ssin": lambda: ring.sign(replace(letter, header=replace(
-            header, recipient=replace(header.recipient, id="85073003329")))),
+        "invalid-ssin": lambda: ring.sign(
+            replace(letter, header=replace(header, recipient=replace(header.recipient, id="85073003329")))
+        ),
         "json": lambda: ring.sign(letter),
     }
     response = post(client, bodies[case](), "application/json" if case == "json" else "application/xml")
@@ -189,16 +199,51 @@ def test_an_oversized_body_is_cut_off_before_parsing(tmp_path, database_url):
         assert response.status_code == 413
         assert parse(response.content).findtext(T + "Code") == "TOO_LARGE"
         # A chunked body without Content-Length is cut off too.
-        response = client.post("/v1/messages", content=iter([big[:1500], big[1500:]]),
-                               headers={"Content-Type": "application/xml"})
+        response = client.post(
+            "/v1/messages", content=iter([big[:1500], big[1500:]]), headers={"Content-Type": "application/xml"}
+        )
         assert response.status_code == 413
     assert counts(runtime)["messages"] == 0
     runtime.close()
 
 
+def test_a_client_that_stalls_while_sending_gets_408_and_nothing_is_stored(tmp_path, database_url):
+    import socket
+
+    import uvicorn
+
+    runtime = make_hub(tmp_path, database_url, HUB_HTTP_TIMEOUT_S="0.3")
+    data = keyring().sign(example("payment"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        # Given a client that sends the headers and the start of the body, then stalls
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            head = "POST /v1/messages HTTP/1.1\r\nHost: hub\r\nContent-Type: application/xml\r\n"
+            head += f"Content-Length: {len(data)}\r\n\r\n"
+            connection.sendall(head.encode() + data[:100])
+            # Then the hub answers 408 without waiting for the rest
+            answer = connection.recv(65536)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"REQUEST_TIMEOUT" in answer
+    assert counts(runtime)["messages"] == 0
+    runtime.close()
+
+
 def test_an_unreachable_database_answers_503_and_never_a_receipt(tmp_path):
-    settings = load_settings(tmp_path / "config", {"HUB_DATA_DIR": str(tmp_path / "var"),
-                                                   "HUB_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/none"})
+    settings = load_settings(
+        tmp_path / "config",
+        {"HUB_DATA_DIR": str(tmp_path / "var"), "HUB_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/none"},
+    )
     runtime = build_runtime(settings, directory=directory())
     runtime.intake.clock = lambda: NOW
     with TestClient(build_app(runtime)) as client:

@@ -112,7 +112,7 @@ class Intake:
             parse_limits=self.parse_limits,
         )
 
-    def submit(self, data: bytes, *, door: str) -> Receipt:
+    def submit(self, data: bytes, *, door: str, client_party: str | None = None) -> Receipt:
         """Accept one envelope, or raise ``Rejected`` / ``Unavailable``.
 
         Checks run in the caller's thread; the storing is a group commit: the caller that
@@ -122,6 +122,12 @@ class Intake:
         now = self.clock()
         try:
             opened = self.open(data, now)
+            if client_party is not None and client_party != opened.verified.signer.party:
+                raise Rejected(
+                    ErrorCode.NOT_AUTHORISED,
+                    f"the TLS client certificate belongs to {client_party} but the envelope is signed by "
+                    f"{opened.verified.signer.party}; connect with the certificate of the signer.",
+                )
         except Rejected as refused:
             log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
             raise

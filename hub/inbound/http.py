@@ -29,6 +29,7 @@ from starlette.routing import Route
 from hub.errors import ErrorCode, Rejected, Unavailable
 from hub.inbound.acceptance import Receipt
 from hub.inbound.documents import error_document, status_document, unavailable_document
+from hub.inbound.tls import client_party
 from hub.runtime import Runtime
 from hub.store.db import ping
 
@@ -132,12 +133,28 @@ def _receipt_response(receipt: Receipt) -> Response:
 async def post_message(runtime: Runtime, request: Request) -> Response:
     _require_xml(request)
     settings = runtime.settings
+    party = certificate_party(runtime, request)
     data = await read_body(request, limit=settings.max_envelope_bytes, timeout=settings.http_timeout_s)
-    receipt = await run_in_threadpool(runtime.intake.submit, data, door="rest")
+    receipt = await run_in_threadpool(runtime.intake.submit, data, door="rest", client_party=party)
     return _receipt_response(receipt)
 
 
+def certificate_party(runtime: Runtime, request: Request) -> str | None:
+    """The party of the TLS client certificate (None without one); an unregistered one is refused."""
+    presented, party = client_party(request.scope, runtime.intake.verifier.trust)
+    if presented and party is None:
+        raise Rejected(
+            ErrorCode.UNAUTHENTICATED,
+            "the TLS client certificate is not registered for any sender; use the certificate registered for you.",
+        )
+    return party
+
+
 def authenticated_party(runtime: Runtime, request: Request) -> str:
+    """Who reads: the registered TLS client certificate, else the bearer token."""
+    by_certificate = certificate_party(runtime, request)
+    if by_certificate is not None:
+        return by_certificate
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     party = runtime.directory.party_for_token(token.strip()) if scheme.lower() == "bearer" and token else None

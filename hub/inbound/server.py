@@ -20,6 +20,9 @@ def serve(settings: Settings, *, workers: int | None = None, reload: bool = Fals
             options.update(ssl_ca_certs=str(settings.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
     elif settings.client_ca:
         raise ConfigError("http.client_ca needs TLS: set http.tls_key and http.tls_certificate too")
+    if settings.tls_key:
+        # Hands the client certificate to the doors (ASGI TLS extension).
+        options["http"] = "hub.inbound.tls:TLSHttpToolsProtocol"
     uvicorn.run(
         "hub.inbound.http:create_app",
         factory=True,

@@ -6,6 +6,7 @@ handing PEM bytes to signxml on every call re-loads and re-checks an RSA key eac
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -108,15 +109,25 @@ def self_signed_certificate(
     organization: str | None = None,
     not_before: datetime | None = None,
     days: int = 730,
+    hosts: tuple[str, ...] = (),
 ) -> x509.Certificate:
+    """A self-signed certificate; ``hosts`` (DNS names or IP addresses) make it usable for a TLS server."""
     start = (not_before or datetime.now(UTC)).replace(microsecond=0)
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     name = x509.Name(attributes)
+    builder = x509.CertificateBuilder()
+    if hosts:
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return (
-        x509.CertificateBuilder()
-        .subject_name(name)
+        builder.subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

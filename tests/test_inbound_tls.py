@@ -1,0 +1,127 @@
+"""HTTPS with client certificates: the certificate must belong to the party that signed.
+
+A real uvicorn server (TLS, client certificates required) in a thread, on SQLite.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from hub.envelope import examples as ex
+from hub.inbound.http import build_app
+from hub.inbound.tls import TLSHttpToolsProtocol
+from hub.signing.keys import KeyPair, generate_key, self_signed_certificate, write_key_pair
+from tests.kit import CREATED, TOKENS, example, key_pair, keyring
+from tests.test_inbound_rest import make_hub
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def tls_hub(tmp_path):
+    runtime = make_hub(tmp_path, f"sqlite:///{tmp_path / 'hub.db'}")
+    key = generate_key("ec")
+    server = KeyPair(
+        key,
+        self_signed_certificate(key, "hub", hosts=("127.0.0.1",), not_before=CREATED - timedelta(days=1), days=3650),
+    )
+    server_key, server_cert = write_key_pair(server, tmp_path / "tls", "server")
+    # The client CA bundle: the senders' registered certificates.
+    bundle = tmp_path / "tls" / "clients.pem"
+    bundle.write_bytes(b"".join(p.certificate.public_bytes(Encoding.PEM) for p in keyring().pairs.values()))
+    clients = {}
+    for org, pair in keyring().pairs.items():
+        clients[org] = write_key_pair(pair, tmp_path / "clients", org)
+    port = free_port()
+    config = uvicorn.Config(
+        build_app(runtime),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        http=TLSHttpToolsProtocol,
+        ssl_keyfile=str(server_key),
+        ssl_certfile=str(server_cert),
+        ssl_ca_certs=str(bundle),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+    )
+    server_ = uvicorn.Server(config)
+    thread = threading.Thread(target=server_.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server_.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"https://127.0.0.1:{port}", server_cert, clients, tmp_path
+    server_.should_exit = True
+    thread.join(timeout=10)
+    runtime.close()
+
+
+def client(base, server_cert, cert=None):
+    """An HTTPS client trusting the hub's certificate, presenting ``cert`` (key, certificate) if given."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=str(server_cert))
+    if cert:
+        context.load_cert_chain(certfile=str(cert[1]), keyfile=str(cert[0]))
+    return httpx.Client(base_url=base, verify=context, timeout=10)
+
+
+def test_the_signers_own_certificate_is_accepted(tls_hub):
+    base, server_cert, clients, _ = tls_hub
+    with client(base, server_cert, clients[ex.FINANCE]) as http:
+        response = http.post(
+            "/v1/messages", content=keyring().sign(example("payment")), headers={"Content-Type": "application/xml"}
+        )
+    assert response.status_code == 201, response.text
+
+
+def test_another_senders_certificate_is_refused_even_with_a_valid_signature(tls_hub):
+    base, server_cert, clients, _ = tls_hub
+    with client(base, server_cert, clients[ex.SOCIAL]) as http:
+        response = http.post(
+            "/v1/messages", content=keyring().sign(example("payment")), headers={"Content-Type": "application/xml"}
+        )
+    assert response.status_code == 403
+    assert b"NOT_AUTHORISED" in response.content
+    assert b"signed by 0308357159" in response.content
+
+
+def test_without_a_client_certificate_the_handshake_fails(tls_hub):
+    base, server_cert, _, _ = tls_hub
+    with pytest.raises(httpx.HTTPError), client(base, server_cert) as http:
+        http.post("/v1/messages", content=b"<x/>", headers={"Content-Type": "application/xml"})
+
+
+def test_an_unknown_client_certificate_is_refused_by_tls(tls_hub):
+    base, server_cert, _, tmp_path = tls_hub
+    stranger = write_key_pair(key_pair("stranger"), tmp_path / "stranger", "s")
+    with pytest.raises(httpx.HTTPError), client(base, server_cert, stranger) as http:
+        http.post("/v1/messages", content=b"<x/>", headers={"Content-Type": "application/xml"})
+
+
+def test_the_certificate_identifies_the_reader_of_a_status(tls_hub):
+    base, server_cert, clients, _ = tls_hub
+    with client(base, server_cert, clients[ex.FINANCE]) as http:
+        created = http.post(
+            "/v1/messages",
+            content=keyring().sign(example("citizen-letter")),
+            headers={"Content-Type": "application/xml"},
+        )
+        message_id = created.headers["x-hub-message-id"]
+        assert http.get(f"/v1/messages/{message_id}").status_code == 200
+    with client(base, server_cert, clients[ex.SOCIAL]) as http:
+        # Another sender's certificate reads nothing, whatever token it adds.
+        response = http.get(f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {TOKENS[ex.FINANCE]}"})
+        assert response.status_code == 404
