@@ -235,9 +235,9 @@ def run_backend(
         single = make_envelopes(pair, args.single, f"{tag}-s")
         paced = make_envelopes(pair, int(args.rate * args.seconds), f"{tag}-p")
         batched = make_envelopes(pair, args.batches * 250, f"{tag}-b")
-        per_s, lat_max, fail_a = asyncio.run(closed_loop(port, single, 32))
-        lat_rate, fail_b = asyncio.run(open_loop(port, paced, args.rate))
-        batch_per_s, fail_c = asyncio.run(batches(port, batched, 250, 4))
+        per_s, lat_max, fail_a = asyncio.run(closed_loop(port, single, 32)) if single else (0.0, [0.0], 0)
+        lat_rate, fail_b = asyncio.run(open_loop(port, paced, args.rate)) if paced else ([0.0], 0)
+        batch_per_s, fail_c = asyncio.run(batches(port, batched, 250, 8)) if batched else (0.0, 0)
         figures = {
             "single_per_s": round(per_s),
             "single_max_p50_ms": round(percentile(lat_max, 0.5), 1),

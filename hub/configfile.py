@@ -1,12 +1,15 @@
 """Reading configuration files so that every mistake names the file, the line and the fix.
 
 YAML is loaded with PyYAML's safe loader, keeping the line of every mapping and key;
-``Section`` wraps a mapping and refuses unknown keys with a "did you mean ...?".
+TOML with ``tomllib``, the lines of its tables and keys found in the text. ``Section``
+wraps a mapping and refuses unknown keys with a "did you mean ...?".
 """
 
 from __future__ import annotations
 
 import difflib
+import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,17 @@ class _LineDict(dict[str, Any]):
 
 class _LineList(list[Any]):
     line: int
+    item_lines: list[int]
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:  # e.g. 2027-02-30 unquoted: a date that does not exist
+            what = f"{node.value!r} is" if isinstance(node.value, str) else "this value is"
+            kind, line = node.tag.rsplit(":", 1)[-1], node.start_mark.line + 1
+            raise ConfigError(f"{what} not a valid {kind}: {exc}", file=self.name, line=line) from exc
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
@@ -47,6 +57,7 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
 def _sequence(loader: _Loader, node: yaml.SequenceNode) -> _LineList:
     result = _LineList(loader.construct_object(child, deep=True) for child in node.value)
     result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
     return result
 
 
@@ -65,7 +76,11 @@ def load_yaml(path: Path) -> Section:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ConfigError(f"not valid YAML: {exc.problem}", file=str(path), line=line) from exc
+        message = f"not valid YAML: {exc.problem}"
+        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            # e.g. an unclosed bracket: the parser trips lines later; say where it opened.
+            message += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+        raise ConfigError(message, file=str(path), line=line) from exc
     finally:
         loader.dispose()
     if data is None:
@@ -74,6 +89,50 @@ def load_yaml(path: Path) -> Section:
     if not isinstance(data, _LineDict):
         raise ConfigError("the file must hold a mapping (key: value) at the top", file=str(path), line=1)
     return Section(data, file=str(path), where="")
+
+
+_TOML_POSITION = re.compile(r" \(at line (\d+), column (\d+)\)$")
+_TOML_TABLE = re.compile(r"\s*\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:#.*)?$")
+_TOML_KEY = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def load_toml(path: Path) -> Section:
+    """A TOML file as a ``Section`` whose tables and keys know their lines (simple tables and bare keys)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message, line = str(exc), None
+        if found := _TOML_POSITION.search(message):
+            message, line = f"{message[: found.start()]} (column {found[2]})", int(found[1])
+        raise ConfigError(f"not valid TOML: {message}", file=str(path), line=line) from exc
+    top: _LineDict = _with_lines(data, 1)
+    table: _LineDict | None = top
+    for number, text_line in enumerate(text.splitlines(), 1):
+        if found := _TOML_TABLE.match(text_line):
+            value = top.get(found[1])
+            table = _with_lines(value, number) if isinstance(value, dict) else None
+            if table is not None:
+                top[found[1]] = table
+            top.key_lines.setdefault(found[1], number)
+        elif text_line.lstrip().startswith("["):
+            table = None  # [a.b] or [[array]]: no lines for its keys
+        elif table is not None and (found := _TOML_KEY.match(text_line)):
+            table.key_lines.setdefault(found[1], number)
+    return Section(top, file=str(path), where="")
+
+
+def _with_lines(data: dict[str, Any], line: int) -> _LineDict:
+    result = _LineDict(data)
+    result.line, result.key_lines = line, {}
+    return result
+
+
+def _type_name(value: Any) -> str:
+    return "dict" if isinstance(value, dict) else "list" if isinstance(value, list) else type(value).__name__
 
 
 class Section:
@@ -105,7 +164,9 @@ class Section:
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-            raise self.error(f"must be {names}, not {type(value).__name__} ({value!r})", key)
+            if value is None:
+                raise self.error(f"must be {names}, but is empty", key)
+            raise self.error(f"must be {names}, not {_type_name(value)} ({value!r})", key)
         return value
 
     def section(self, key: str, *, required: bool = False) -> Section:
@@ -119,8 +180,9 @@ class Section:
         for index, item in enumerate(items):
             where = f"{self.where}.{key}[{index}]" if self.where else f"{key}[{index}]"
             if not isinstance(item, dict):
+                lines = getattr(items, "item_lines", None)
                 raise ConfigError(
-                    f"{where}: each entry must be a mapping", file=self.file, line=getattr(items, "line", self.line)
+                    f"{where}: each entry must be a mapping", file=self.file, line=lines[index] if lines else self.line
                 )
             yield Section(item, file=self.file, where=where)
 
@@ -131,6 +193,12 @@ class Section:
             if not isinstance(value, dict):
                 raise self.error("must be a mapping", key)
             yield key, Section(value, file=self.file, where=f"{self.where}.{key}" if self.where else key)
+
+    def expect(self, *keys: str) -> None:
+        """Name every key this section may hold and refuse any other now, before reading values:
+        a misspelt key is then reported as such ("did you mean"), not as the right key missing."""
+        self._used.update(keys)
+        self.finish()
 
     def finish(self) -> None:
         """Refuse keys that nothing asked for: most are typos."""

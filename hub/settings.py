@@ -9,14 +9,15 @@ folder is ``HUB_CONFIG_DIR`` (default ``./config``); relative paths in it are re
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.configfile import Section
+from hub.configfile import load_toml
 from hub.errors import ConfigError
+
+ENVIRONMENTS = ("INT", "PROD")
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "hub": {"environment": "PROD", "data_dir": "var"},
@@ -79,7 +80,10 @@ def _coerce(value: str, like: Any, name: str) -> Any:
         if isinstance(like, float):
             return float(value)
     except ValueError:
-        raise ConfigError(f"environment variable {name}={value!r} must be a {type(like).__name__}") from None
+        kind = "true or false" if isinstance(like, bool) else "a whole number" if isinstance(like, int) else "a number"
+        raise ConfigError(f"environment variable {name}={value!r} must be {kind}") from None
+    if name == "HUB_ENVIRONMENT" and value not in ENVIRONMENTS:
+        raise ConfigError(f"environment variable {name}={value!r} must be INT or PROD")
     return value
 
 
@@ -89,17 +93,15 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
     merged = {section: dict(values) for section, values in DEFAULTS.items()}
     path = folder / "hub.toml"
     if path.exists():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, OSError) as exc:
-            raise ConfigError(str(exc), file=str(path)) from exc
-        top = Section(data, file=str(path), where="")
+        top = load_toml(path)
         for section_name, defaults in DEFAULTS.items():
             part = top.section(section_name)
             for key, default in defaults.items():
                 kind = (int, float) if isinstance(default, float) else type(default)
                 merged[section_name][key] = part.get(key, kind, default)
             part.finish()
+            if section_name == "hub" and merged["hub"]["environment"] not in ENVIRONMENTS:
+                raise part.error(f"must be INT or PROD, not {merged['hub']['environment']!r}", "environment")
         top.finish()
     known = {
         ("HUB_" + key if section == "hub" else f"HUB_{section}_{key}").upper(): (section, key)
@@ -114,9 +116,7 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
     def path_or_none(value: str) -> Path | None:
         return None if not value else (Path(value) if Path(value).is_absolute() else folder / value)
 
-    environment = str(merged["hub"]["environment"])
-    if environment not in ("INT", "PROD"):
-        raise ConfigError(f"hub.environment must be INT or PROD, not {environment!r}", file=str(path))
+    environment = str(merged["hub"]["environment"])  # checked where it was read: file or variable
     data_dir = Path(merged["hub"]["data_dir"])
     return Settings(
         config_dir=folder,

@@ -13,7 +13,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from hub.configfile import Section, load_yaml
@@ -24,6 +24,17 @@ from hub.signing.keys import load_certificates
 from hub.signing.truststore import TrustedCertificate, TrustStore, trusted
 
 ACK_CHANNELS = ("amqp", "webhook", "polling")
+# Every key an entry may hold, refused otherwise before any is read (so a typo gets a "did you mean").
+INSTITUTION_KEYS = (
+    *("id", "name", "environment", "applications", "message_types", "certificates", "acknowledgements"),
+    *("logo_url", "contact", "api_token_sha256"),
+)
+INTEGRATOR_KEYS = ("id", "name", "mandates", "certificates", "acknowledgements", "api_token_sha256")
+# Unquoted, YAML reads 0206731645 as the octal number 35369893: the digits written are lost.
+_UNQUOTED = (
+    'write enterprise (CBE) numbers in quotes ("0206731645"): unquoted, YAML reads a number '
+    "that starts with 0 as octal (here {})"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,18 +98,25 @@ class SenderDirectory:
 
 
 def _when(section: Section, key: str) -> datetime | None:
-    value = section.get(key, (str, datetime))
-    if value is None or isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise section.error("must be an ISO 8601 date-time", key) from None
+    """A date or date-time, quoted or not (YAML reads ``2027-01-01`` as a date); UTC unless it says otherwise."""
+    value = section.get(key, (str, date))
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise section.error(f"{value!r} is not an ISO 8601 date or date-time (e.g. 2027-01-31)", key) from None
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    # Certificates' windows are aware: a naive moment cannot be compared with them.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _certificates(section: Section, party: str, base: Path) -> tuple[TrustedCertificate, ...]:
     result = []
     for entry in section.sections("certificates"):
+        entry.expect("file", "valid_from", "valid_until")
         name = entry.get("file", str, required=True)
         path = Path(name) if Path(name).is_absolute() else base / name
         valid_from, valid_until = _when(entry, "valid_from"), _when(entry, "valid_until")
@@ -113,14 +131,23 @@ def _certificates(section: Section, party: str, base: Path) -> tuple[TrustedCert
 
 
 def _cbe(section: Section, key: str = "id") -> str:
-    value = str(section.get(key, (str, int), required=True))
+    given = section.get(key, (str, int), required=True)
+    value = str(given)
     if not is_valid_cbe(value):
-        raise section.error(f"{value!r} is not a valid enterprise (CBE) number: 10 digits, check digits mod 97", key)
+        if isinstance(given, int) and len(value) != 10:
+            problem = _UNQUOTED.format(given)
+        elif len(value) == 10 and value.isascii() and value.isdigit() and value[0] in "01":
+            problem = f"{value!r} is not a valid enterprise (CBE) number: its check digits (the last two) are wrong"
+        else:
+            problem = f"{value!r} is not an enterprise (CBE) number: 10 digits, starting with 0 or 1"
+        raise section.error(problem, key)
     return value
+
 
 
 def _acks(section: Section) -> AckChannel:
     acks = section.section("acknowledgements")
+    acks.expect("channel", "url")
     kind = acks.get("channel", str, "polling")
     if kind not in ACK_CHANNELS:
         raise acks.error(f"must be one of {', '.join(ACK_CHANNELS)}", "channel")
@@ -145,8 +172,11 @@ def _policy(section: Section) -> MessageTypePolicy:
         unlimited_allowed=section.get("unlimited_allowed", bool, False),
     )
     section.finish()
-    if not 0 <= policy.min_retention_months <= policy.default_retention_months <= policy.max_retention_months:
-        raise section.error("retention must satisfy min <= default <= max (months)")
+    low, default, high = policy.min_retention_months, policy.default_retention_months, policy.max_retention_months
+    if not 0 <= low <= default <= high:
+        raise section.error(
+            f"retention must satisfy 0 <= min <= default <= max (months), not min {low}, default {default}, max {high}"
+        )
     return policy
 
 
@@ -164,9 +194,11 @@ def _tokens(section: Section) -> frozenset[str]:
 def load_senders(path: Path) -> SenderDirectory:
     """Read ``senders.yaml``; raise ``ConfigError`` naming the file and line of any mistake."""
     top = load_yaml(path)
+    top.expect("institutions", "integrators")
     base = path.parent
     institutions: dict[str, Institution] = {}
     for entry in top.sections("institutions"):
+        entry.expect(*INSTITUTION_KEYS)
         ident = _cbe(entry)
         if ident in institutions:
             raise entry.error(f"institution {ident} is listed twice", "id")
@@ -194,11 +226,14 @@ def load_senders(path: Path) -> SenderDirectory:
         entry.finish()
     integrators: dict[str, Integrator] = {}
     for entry in top.sections("integrators"):
+        entry.expect(*INTEGRATOR_KEYS)
         ident = _cbe(entry)
         if ident in integrators or ident in institutions:
             raise entry.error(f"{ident} is listed twice", "id")
         mandates = entry.get("mandates", list, [])
         for mandate in mandates:
+            if isinstance(mandate, int) and len(str(mandate)) != 10:
+                raise entry.error(_UNQUOTED.format(mandate), "mandates")
             if str(mandate) not in institutions:
                 raise entry.error(f"mandate for {mandate}, which is not a listed institution", "mandates")
         integrators[ident] = Integrator(
