@@ -8,6 +8,7 @@ comment reads back whole, as it was signed.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from lxml import etree
@@ -97,18 +98,21 @@ def _refuse_forbidden_nodes(root: etree._Element) -> None:
         raise Rejected(ErrorCode.XML_FORBIDDEN, f"{kind} are not accepted; remove it.", line=node.sourceline)
 
 
+@functools.cache
+def _too_deep(max_depth: int) -> etree.XPath:
+    """``(/*)`` repeated max_depth + 1 times: the first element nested deeper than allowed."""
+    return etree.XPath("(/*" + "/*" * max_depth + ")[1]")
+
+
 def _check_depth(root: etree._Element, max_depth: int) -> None:
-    # Only elements with children are visited: a leaf's depth is checked by its parent.
-    stack = [(root, 1)] if len(root) else []
-    while stack:
-        element, depth = stack.pop()
-        if depth + 1 > max_depth:
-            raise Rejected(
-                ErrorCode.TOO_LARGE,
-                f"elements are nested more than {max_depth} deep; flatten the document.",
-                line=element.sourceline,
-            )
-        stack.extend((child, depth + 1) for child in element if len(child))
+    # One compiled XPath, evaluated in C; a deep document stops at the first match.
+    found = _too_deep(max_depth)(root)
+    if found:
+        raise Rejected(
+            ErrorCode.TOO_LARGE,
+            f"elements are nested more than {max_depth} deep; flatten the document.",
+            line=found[0].sourceline,
+        )
 
 
 def element_path(element: etree._Element) -> str:

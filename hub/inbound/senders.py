@@ -144,7 +144,6 @@ def _cbe(section: Section, key: str = "id") -> str:
     return value
 
 
-
 def _acks(section: Section) -> AckChannel:
     acks = section.section("acknowledgements")
     acks.expect("channel", "url")

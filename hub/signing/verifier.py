@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import warnings
@@ -49,6 +50,11 @@ _EXC_NS = "http://www.w3.org/2001/10/xml-exc-c14n#"
 _ID_ATTRIBUTES = ("Id", "ID", "id")
 
 Backend = Literal["fast", "signxml"]
+
+# Compiled once: evaluating a string XPath compiles it on every call.
+_ID_VALUES = etree.XPath("//@Id | //@ID")
+_ANSWERS_TO = etree.XPath("//*[@id = $v or @xml:id = $v]")
+_SIGNATURES = etree.XPath("//ds:Signature", namespaces={"ds": DS_NS})
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,7 @@ def _b64(text: str | None, what: str) -> bytes:
 
 def check_scope(root: etree._Element) -> SignatureParts:
     """Check that one signature covers the whole document; return its parts or raise."""
-    signatures = list(root.iter(_DS + "Signature"))
+    signatures = _SIGNATURES(root)
     if not signatures:
         raise Rejected(
             ErrorCode.SIGNATURE_MISSING,
@@ -175,7 +181,7 @@ def check_scope(root: etree._Element) -> SignatureParts:
     digest_value = _b64(_only(reference, "DigestValue").text, "DigestValue")
     signature_value = _b64(_only(signature, "SignatureValue").text, "SignatureValue")
     embedded = tuple(
-        fingerprint(_b64(cert.text, "X509Certificate"))
+        _embedded_fingerprint(cert.text or "")
         for cert in signature.iterfind(f"{_DS}KeyInfo/{_DS}X509Data/{_DS}X509Certificate")
     )
     return SignatureParts(
@@ -193,18 +199,25 @@ def check_scope(root: etree._Element) -> SignatureParts:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _embedded_fingerprint(text: str) -> bytes:
+    """SHA-256 of an embedded certificate; a sender embeds the same one in every envelope."""
+    return fingerprint(_b64(text, "X509Certificate"))
+
+
 def _check_unique_ids(root: etree._Element) -> None:
     """No two elements share an Id, and nothing else answers to the root's Id.
 
     ``id`` (lower case) is an ordinary attribute of the envelope (reply choices), but XML
     signature tools also resolve ``#x`` against it, so it may not repeat the root's Id.
     """
-    values = [str(value) for value in root.xpath("//@Id | //@ID")]
-    repeated = [value for value, count in Counter(values).items() if count > 1]
-    if repeated:
-        raise _scope(f"the Id {repeated[0]!r} appears more than once; Ids must be unique.")
+    values = [str(value) for value in _ID_VALUES(root)]
+    if len(values) > 1:
+        repeated = [value for value, count in Counter(values).items() if count > 1]
+        if repeated:
+            raise _scope(f"the Id {repeated[0]!r} appears more than once; Ids must be unique.")
     root_id = root.get("Id")
-    if root_id and root.xpath("//*[@id = $v or @xml:id = $v]", v=root_id):
+    if root_id and _ANSWERS_TO(root, v=root_id):
         raise _scope(f"another element answers to the root's Id {root_id!r}; give it another id.")
 
 
