@@ -80,6 +80,14 @@ class Connection:
     last_body = b""
 
     async def request(self, path: str, body: bytes, content_type: str, collect: bool = False) -> tuple[int, float]:
+        """Status and latency; a connection the server closed counts as status 0 (a failure) and is reopened."""
+        try:
+            return await self._request(path, body, content_type, collect)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.writer = None
+            return 0, 0.0
+
+    async def _request(self, path: str, body: bytes, content_type: str, collect: bool) -> tuple[int, float]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
