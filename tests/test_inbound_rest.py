@@ -313,3 +313,23 @@ def test_an_expired_envelope_is_judged_at_the_hubs_clock(hub, client):
     hub.intake.clock = lambda: NOW + timedelta(days=800)
     response = post(client, keyring().sign(example("payment")))
     assert response.status_code in (400, 401)
+
+
+def test_readyz_names_an_unreachable_broker(hub):
+    from hub.inbound.http import broker_probe
+
+    app = build_app(hub, broker_probe=broker_probe("amqp://guest:guest@127.0.0.1:9//"))
+    with TestClient(app) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"] != "ok"
+
+
+def test_readyz_is_ready_with_a_reachable_broker(hub):
+    from hub.inbound.http import broker_probe
+    from tests.backends import rabbitmq_url
+
+    with TestClient(build_app(hub, broker_probe=broker_probe(rabbitmq_url()))) as client:
+        assert client.get("/readyz").json() == {"ready": True, "checks": {"database": "ok", "broker": "ok"}}

@@ -264,4 +264,18 @@ def create_app() -> Starlette:
     from hub.runtime import build_runtime
     from hub.settings import load_settings
 
-    return build_app(build_runtime(load_settings()))
+    settings = load_settings()
+    return build_app(build_runtime(settings), broker_probe=broker_probe(settings.broker_url))
+
+
+def broker_probe(url: str) -> Callable[[], None] | None:
+    """A check that the broker answers (``/readyz``); none for the in-process transport."""
+    if url.startswith("memory://"):
+        return None
+
+    def probe() -> None:
+        from hub.broker.connection import RetryPolicy, connect
+
+        connect(url, retry=RetryPolicy(attempts=1)).release()
+
+    return probe
