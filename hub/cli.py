@@ -292,6 +292,67 @@ def worker_inbound() -> None:
         runtime.close()
 
 
+@cli.group()
+def routes() -> None:
+    """Check and explain the routing rules (config/routing.yaml, config/providers.yaml)."""
+
+
+@routes.command("check")
+@refusals_exit
+def routes_check() -> None:
+    """Validate the routing and provider files; exit 1 if a rule is unreachable or a fallback impossible."""
+    from hub.routing.rules import check, load_routing
+    from hub.settings import load_settings
+
+    settings = load_settings()
+    providers, rules = load_routing(settings.config_dir)
+    problems = check(rules, providers)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"OK: {len(rules.rules)} rules, {len(providers.providers)} providers ({', '.join(providers.ids())})")
+
+
+@routes.command("explain")
+@click.argument("file", type=click.File("rb"))
+@AT_OPTION
+@refusals_exit
+def routes_explain(file: BinaryIO, at: str | None) -> None:
+    """Show which rule an envelope FILE matches and where it would go, without sending anything."""
+    from hub.envelope.validation import validate_envelope
+    from hub.routing.explain import explain
+    from hub.routing.rules import MessageFacts, decide, load_routing
+    from hub.settings import load_settings
+
+    settings = load_settings()
+    now = _moment(at)
+    providers, rules = load_routing(settings.config_dir)
+    envelope = validate_envelope(parse(_read_document(file)), now=now)
+    facts = MessageFacts.of(envelope)
+    recipient = _directory_lookup(settings, facts)
+    click.echo(explain(facts, recipient, decide(facts, recipient, providers, rules, now), now))
+
+
+def _directory_lookup(settings, facts):  # type: ignore[no-untyped-def]
+    """The recipient as the hub's directory knows it (None when unknown or no directory yet)."""
+    import importlib
+
+    try:
+        directory = importlib.import_module("hub.routing.directory")
+    except ImportError:
+        return None
+    from hub.store.db import make_engine, session_factory
+
+    engine = make_engine(settings.effective_database_url)
+    try:
+        return directory.Directory(session_factory(engine)).get(facts.recipient_kind, facts.recipient_id)
+    except Exception:
+        return None
+    finally:
+        engine.dispose()
+
+
 @cli.command("send")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, envvar="HUB_URL", help="The hub.")

@@ -1,0 +1,1 @@
+"""Routing: who reads with which providers, and which queues each accepted message goes to."""
