@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import click
 
@@ -34,6 +34,11 @@ from hub.signing.keys import (
 from hub.signing.signer import Signer
 from hub.signing.truststore import TrustStore, trusted
 from hub.signing.verifier import Verifier
+
+if TYPE_CHECKING:
+    from hub.routing.recipients import Recipient
+    from hub.routing.rules import MessageFacts
+    from hub.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -334,7 +339,7 @@ def routes_explain(file: BinaryIO, at: str | None) -> None:
     click.echo(explain(facts, recipient, decide(facts, recipient, providers, rules, now), now))
 
 
-def _directory_lookup(settings, facts):  # type: ignore[no-untyped-def]
+def _directory_lookup(settings: Settings, facts: MessageFacts) -> Recipient | None:
     """The recipient as the hub's directory knows it (None when unknown or no directory yet)."""
     import importlib
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -119,3 +120,47 @@ class AuditEntry(Base):
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str | None] = mapped_column(String(64))
     """Chained by the audit sealer (lifecycle); NULL until sealed."""
+
+
+class RecipientRecord(Base):
+    """What the directory knows of one citizen (SSIN) or enterprise (CBE); see ``hub.routing.directory``.
+
+    ``exclusive_at`` and ``language_at`` are the times of the change that last set those fields, so
+    that a late, older change cannot undo a newer one (``consent_at``/``withdrawn_at`` are their own).
+    ``updated_at`` is the hub's clock when the row was last written.
+    """
+
+    __tablename__ = "recipients"
+
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    recipient_id: Mapped[str] = mapped_column(String(11), primary_key=True)
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    exclusive: Mapped[bool] = mapped_column(Boolean, default=False)
+    exclusive_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    language: Mapped[str | None] = mapped_column(String(2))
+    language_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_connection: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RecipientProvider(Base):
+    """A provider a recipient reads with: linked when ``linked_at`` is set and later than ``unlinked_at``.
+
+    An unlink keeps the row (its time) so that an older link arriving late does not bring it back.
+    """
+
+    __tablename__ = "recipient_providers"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["kind", "recipient_id"],
+            ["recipients.kind", "recipients.recipient_id"],
+            name="fk_recipient_providers_recipient",
+        ),
+    )
+
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    recipient_id: Mapped[str] = mapped_column(String(11), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    unlinked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
