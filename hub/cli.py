@@ -22,6 +22,7 @@ from hub.envelope.examples import KINDS, example
 from hub.envelope.rules import MessageTypePolicy
 from hub.envelope.validation import validate_envelope
 from hub.errors import ConfigError, Rejected
+from hub.routing.commands import recipients_group
 from hub.safexml import DEFAULT_LIMITS, parse
 from hub.signing.keys import (
     KeyPair,
@@ -214,6 +215,7 @@ def envelope_validate(file: BinaryIO, allow_indefinite: bool, min_months: int, m
 cli.add_command(demo)
 cli.add_command(broker_group)
 cli.add_command(relay_command)
+cli.add_command(recipients_group)
 
 
 @keys.command("token")

@@ -333,3 +333,26 @@ def test_mistakes_in_providers_yaml_name_the_line(tmp_path, text, line, fragment
         load_providers(path)
     assert (error.value.file, error.value.line) == (str(path), line)
     assert fragment in str(error.value)
+
+
+def test_provider_tokens_come_from_providers_yaml(tmp_path):
+    import hashlib
+
+    digest = hashlib.sha256(b"secret").hexdigest()
+    path = write(
+        tmp_path, "providers.yaml", f"providers:\n  - id: doccle\n    name: D\n    api_token_sha256: [{digest}]\n"
+    )
+    assert load_providers(path).tokens() == {"doccle": {digest}}
+
+
+def test_hub_serve_keeps_no_access_log(monkeypatch, tmp_path):
+    # Request paths carry national numbers (GET /v1/recipients/citizen/<SSIN>).
+    import uvicorn
+
+    from hub.inbound.server import serve
+    from hub.settings import load_settings
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    serve(load_settings(tmp_path, {}))
+    assert seen["access_log"] is False

@@ -241,6 +241,7 @@ async def readyz(runtime: Runtime, request: Request) -> Response:
 
 def routes() -> list[Route]:
     from hub.inbound.soap import routes as soap_routes  # the SOAP door builds on this module: imported late
+    from hub.routing.directory_http import routes as directory_routes  # so does the recipient directory
 
     return [
         Route("/v1/messages", _guarded(post_message), methods=["POST"]),
@@ -249,6 +250,7 @@ def routes() -> list[Route]:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", _guarded(readyz), methods=["GET"]),
         *soap_routes(),
+        *directory_routes(),
     ]
 
 
@@ -265,7 +267,13 @@ def create_app() -> Starlette:
     from hub.settings import load_settings
 
     settings = load_settings()
-    return build_app(build_runtime(settings), broker_probe=broker_probe(settings.broker_url))
+    app = build_app(build_runtime(settings), broker_probe=broker_probe(settings.broker_url))
+    providers_file = settings.config_dir / "providers.yaml"
+    if providers_file.exists():
+        from hub.routing.providers import load_providers
+
+        app.state.provider_tokens = load_providers(providers_file).tokens()
+    return app
 
 
 def broker_probe(url: str) -> Callable[[], None] | None:

@@ -34,5 +34,8 @@ def serve(settings: Settings, *, workers: int | None = None, reload: bool = Fals
         proxy_headers=False,
         server_header=False,
         log_level="info",
+        # Request paths carry national numbers (GET /v1/recipients/citizen/<SSIN>): no access log.
+        # The doors log structured events without personal data instead.
+        access_log=False,
         **options,  # type: ignore[arg-type]
     )

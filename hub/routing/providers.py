@@ -51,6 +51,8 @@ class Provider:
     url: str | None = None
     maintenance: tuple[Maintenance, ...] = ()
     certificates: tuple[TrustedCertificate, ...] = field(default=(), repr=False)
+    token_hashes: frozenset[str] = frozenset()
+    """SHA-256 (hex) of the API tokens the provider calls the hub with (subscriptions, acknowledgements)."""
 
     def resting_until(self, when: datetime) -> datetime | None:
         """The end of the maintenance window covering ``when``, if any (windows may chain)."""
@@ -77,6 +79,10 @@ class ProviderCatalog:
     def ids(self) -> list[str]:
         return sorted(self.providers)
 
+    def tokens(self) -> dict[str, set[str]]:
+        """``{provider id: {sha256 of a token, ...}}`` for the provider endpoints."""
+        return {p.id: set(p.token_hashes) for p in self.providers.values()}
+
 
 def _moment(section: Section, key: str) -> datetime:
     value = section.get(key, (str, datetime), required=True)
@@ -92,13 +98,23 @@ def _moment(section: Section, key: str) -> datetime:
 
 def load_providers(path: Path) -> ProviderCatalog:
     """Read ``providers.yaml``; every mistake names the file and the line."""
-    from hub.inbound.senders import _certificates  # the same certificate entries as senders
+    from hub.inbound.senders import _certificates, _tokens  # the same entries as for senders
 
     top = load_yaml(path)
     top.expect("providers")
     providers: dict[str, Provider] = {}
     for entry in top.sections("providers"):
-        entry.expect("id", "name", "kinds", "capabilities", "universal", "delivery", "maintenance", "certificates")
+        entry.expect(
+            "id",
+            "name",
+            "kinds",
+            "capabilities",
+            "universal",
+            "delivery",
+            "maintenance",
+            "certificates",
+            "api_token_sha256",
+        )
         ident = entry.get("id", str, required=True)
         if not ident.replace("-", "").replace("_", "").isalnum() or len(ident) > 64:
             raise entry.error("use letters, digits, '-' and '_' (it names a queue)", "id")
@@ -144,6 +160,7 @@ def load_providers(path: Path) -> ProviderCatalog:
             url=url,
             maintenance=tuple(windows),
             certificates=_certificates(entry, ident, path.parent),
+            token_hashes=_tokens(entry),
         )
         entry.finish()
     top.finish()

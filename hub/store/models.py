@@ -145,9 +145,10 @@ class RecipientRecord(Base):
 
 
 class RecipientProvider(Base):
-    """A provider a recipient reads with: linked when ``linked_at`` is set and later than ``unlinked_at``.
+    """A provider a recipient reads with (``linked_at`` set) or no longer does (``unlinked_at`` set).
 
-    An unlink keeps the row (its time) so that an older link arriving late does not bring it back.
+    One of the two holds the time of the latest link or unlink. An unlink keeps the row (its time)
+    so that an older link arriving late does not bring the provider back.
     """
 
     __tablename__ = "recipient_providers"
