@@ -41,3 +41,13 @@ def broker_url(request):
         from tests.backends import rabbitmq_url
 
         yield rabbitmq_url()
+
+
+@pytest.fixture()
+def hub(tmp_path, database_url):
+    """A hub (store, directory of the example senders, intake) on each database back end."""
+    from tests.test_inbound_rest import make_hub
+
+    runtime = make_hub(tmp_path, database_url)
+    yield runtime
+    runtime.close()

@@ -45,13 +45,6 @@ def make_hub(tmp_path, database_url, **env):
 
 
 @pytest.fixture()
-def hub(tmp_path, database_url):
-    runtime = make_hub(tmp_path, database_url)
-    yield runtime
-    runtime.close()
-
-
-@pytest.fixture()
 def client(hub):
     with TestClient(build_app(hub)) as test_client:
         yield test_client

@@ -148,13 +148,6 @@ def connect(runtime: Runtime, http: TestClient, wsdl: str = "http://testserver/s
 
 
 @pytest.fixture()
-def hub(tmp_path, database_url):
-    runtime = make_hub(tmp_path, database_url)
-    yield runtime
-    runtime.close()
-
-
-@pytest.fixture()
 def soap(hub):
     with TestClient(build_app(hub)) as http:
         yield connect(hub, http)

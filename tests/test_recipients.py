@@ -31,7 +31,7 @@ from hub.safexml import parse
 from hub.store.db import make_engine, session_factory, upgrade
 from hub.store.models import Base
 from tests.kit import NOW, TOKENS
-from tests.test_inbound_rest import T, make_hub
+from tests.test_inbound_rest import T
 
 CITIZEN, ENTERPRISE = RecipientKind.CITIZEN, RecipientKind.ENTERPRISE
 HEADER = "kind,id,consent_at,withdrawn_at,exclusive,language,last_connection,providers"
@@ -389,13 +389,6 @@ def test_ten_thousand_rows(directory, tmp_path, database_url):
 # --- HTTP: the senders' question and the providers' changes ------------------------------------
 
 PROVIDER_TOKENS = {"ebox": "token-ebox", "doccle": "token-doccle"}
-
-
-@pytest.fixture()
-def hub(tmp_path, database_url):
-    runtime = make_hub(tmp_path, database_url)
-    yield runtime
-    runtime.close()
 
 
 @pytest.fixture()
