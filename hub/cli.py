@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 import click
 
 from hub.broker.commands import broker_group, relay_command
+from hub.broker.deadletters import dlq_group
 from hub.demo import demo
 from hub.envelope.builder import build_envelope, to_bytes
 from hub.envelope.examples import KINDS, example
 from hub.envelope.rules import MessageTypePolicy
 from hub.envelope.validation import validate_envelope
-from hub.errors import ConfigError, Rejected
+from hub.errors import ConfigError, Rejected, Unavailable
 from hub.routing.commands import recipients_group
 from hub.safexml import DEFAULT_LIMITS, parse
 from hub.signing.keys import (
@@ -37,8 +38,9 @@ from hub.signing.truststore import TrustStore, trusted
 from hub.signing.verifier import Verifier
 
 if TYPE_CHECKING:
+    from hub.routing.providers import ProviderCatalog
     from hub.routing.recipients import Recipient
-    from hub.routing.rules import MessageFacts
+    from hub.routing.rules import MessageFacts, RuleSet
     from hub.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -215,6 +217,7 @@ def envelope_validate(file: BinaryIO, allow_indefinite: bool, min_months: int, m
 cli.add_command(demo)
 cli.add_command(broker_group)
 cli.add_command(relay_command)
+cli.add_command(dlq_group)
 cli.add_command(recipients_group)
 
 
@@ -297,6 +300,79 @@ def worker_inbound() -> None:
     finally:
         door.close()
         runtime.close()
+
+
+@worker.command("routing")
+@click.option(
+    "--consumers",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Consumer threads (each its own connection); their messages are routed together, one commit per batch.",
+)
+@click.option(
+    "--prefetch", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Unacked messages per consumer."
+)
+@click.option(
+    "--linger-ms",
+    type=click.FloatRange(0, 100),
+    default=2.0,
+    show_default=True,
+    help="How long a batch waits for the other consumers' messages before it is routed.",
+)
+@click.option(
+    "--check-every",
+    type=click.FloatRange(0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between checks of providers.yaml and routing.yaml for changes.",
+)
+@refusals_exit
+def worker_routing(consumers: int, prefetch: int, linger_ms: float, check_every: float) -> None:
+    """The routing stage: route accepted messages from hub.routing to the providers' queues."""
+    import signal
+    import threading
+
+    from hub.routing.directory import Directory
+    from hub.routing.worker import RoutingSource, RoutingWorker, declare_provider_queues
+    from hub.safexml import ParseLimits
+    from hub.settings import load_settings
+    from hub.store.db import make_engine, session_factory
+
+    settings = load_settings()
+    if settings.broker_url.startswith("memory:"):
+        click.echo("warning: memory:// is in-process: a routing worker of its own sees no other process", err=True)
+
+    def declare_queues(providers: ProviderCatalog, _rules: RuleSet) -> None:
+        declare_provider_queues(settings.broker_url, providers)  # a provider added to the file gets its queue
+
+    # A bad providers.yaml or routing.yaml stops the worker now, with the file and the line.
+    source = RoutingSource(settings.config_dir, check_every=check_every, on_change=declare_queues)
+    providers, rules = source.current()
+    try:
+        declare_provider_queues(settings.broker_url, providers)
+    except Unavailable as down:
+        raise click.ClickException(str(down)) from down
+    engine = make_engine(settings.effective_database_url)
+    sessions = session_factory(engine)
+    routing = RoutingWorker(
+        sessions,
+        Directory(sessions),
+        source,
+        parse_limits=ParseLimits(max_bytes=settings.max_envelope_bytes),
+        linger=linger_ms / 1000 if consumers > 1 else 0.0,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(
+        f"routing from hub.routing on {settings.broker_url.split('@')[-1]}: "
+        f"{len(rules.rules)} rules, providers {', '.join(providers.ids())}; {consumers} consumers"
+    )
+    try:
+        routing.run(settings.broker_url, stop, prefetch=prefetch, consumers=consumers)
+    finally:
+        engine.dispose()
 
 
 @cli.group()

@@ -36,6 +36,7 @@ from hub.broker.commands import broker_group, relay_command
 from hub.broker.connection import RetryPolicy, connect
 from hub.broker.consumer import Properties, consume
 from hub.broker.relay import OutboxRelay
+from hub.broker.retry import ATTEMPTS, QUEUE, REASON
 from hub.errors import ConfigError, ErrorCode, Rejected, Unavailable
 from hub.store.db import make_engine, session_factory, upgrade
 from hub.store.models import OutboxEntry
@@ -46,6 +47,7 @@ PROVIDERS = ("myebox", "doccle")
 SENDERS = ("0123456789",)
 RABBITMQ_ONLY = pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True)
 FAST = RetryPolicy(attempts=2, start=0.05, step=0.0, max=0.05)
+QUICK_RETRIES = RetryPolicy(attempts=3, start=0.05, step=0.0, max=0.05)
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------
@@ -213,6 +215,19 @@ def declared(url: str) -> None:
 # -- retry policy ------------------------------------------------------------------------------
 
 
+def test_retry_policy_grows_by_factor_and_rejects_nonsense():
+    doubling = RetryPolicy(attempts=6, start=0.05, step=0.0, factor=2.0, max=1.0)
+    assert list(doubling.delays()) == [0.05, 0.1, 0.2, 0.4, 0.8]
+    assert RetryPolicy(start=1.0, factor=2.0, max=30.0).delay(10_000) == 30.0  # no overflow
+    jittery = RetryPolicy(start=0.1, step=0.0, factor=2.0, max=1.0, jitter=0.2)
+    assert all(0.4 <= jittery.delay(3) <= 0.48 for _ in range(50))
+    with pytest.raises(ValueError, match="linear"):
+        doubling.kombu_options()
+    for bad in ({"attempts": 0}, {"start": -1.0}, {"factor": 0.5}, {"jitter": -0.1}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad)
+
+
 def test_retry_policy_is_start_plus_step_capped_at_max():
     policy = RetryPolicy(attempts=5, start=1.0, step=2.0, max=4.0)
     assert list(policy.delays()) == [1.0, 3.0, 4.0, 4.0]
@@ -256,7 +271,41 @@ def test_provider_and_sender_ids_are_checked():
         topology.provider_queue("my.ebox")
     with pytest.raises(ConfigError, match=r"sender id '\#'"):
         topology.sender_queue("#")
-    assert [q.name for q in topology.queues(["a", "a"], ["s"])][-2:] == ["provider.a", "sender.s.acks"]
+    names = [q.name for q in topology.queues(["a", "a"], ["s"])]
+    assert names[-3:] == ["provider.a", "provider.a.retry", "sender.s.acks"]
+
+
+def test_every_queue_a_stage_consumes_has_a_retry_queue_back_to_it():
+    specs = {spec.name: spec for spec in topology.queues(PROVIDERS, SENDERS)}
+    consumed = ["hub.inbound", "hub.routing", "hub.acks", "provider.myebox", "provider.doccle"]
+    assert sorted(name for name in specs if name.endswith(".retry")) == sorted(f"{q}.retry" for q in consumed)
+    for queue in consumed:
+        retry = specs[f"{queue}.retry"]
+        assert retry.exchange is None and retry.retry_of == queue
+        assert retry.arguments == {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+    assert "sender.0123456789.acks.retry" not in specs and "hub.dead.retry" not in specs
+
+
+@RABBITMQ_ONLY
+def test_a_message_expiring_in_a_retry_queue_goes_back_to_its_queue_with_its_priority(broker):
+    declared(broker)
+    declared(broker)  # idempotent, retry queues included
+    started = time.monotonic()
+    for queue in ("hub.inbound", "hub.routing", "hub.acks", "provider.myebox"):
+        publish(broker, "", f"{queue}.retry", message_id=f"back-to-{queue}", expiration=0.2, priority=7)
+    for queue in ("hub.inbound", "hub.routing", "hub.acks", "provider.myebox"):
+        got = drain(broker, queue, expect=1, limit=5)
+        assert [g.message_id for g in got] == [f"back-to-{queue}"], queue
+        assert got[0].headers["x-death"][0]["reason"] == "expired"
+        if queue in ("hub.routing", "provider.myebox"):
+            assert got[0].properties["priority"] == 7
+    assert time.monotonic() - started >= 0.2
 
 
 @RABBITMQ_ONLY
@@ -507,7 +556,7 @@ def run_consumer(url: str, handler, *, stop: threading.Event, queue: str = "hub.
     worker = threading.Thread(
         target=consume,
         args=(url, queue, handler),
-        kwargs={"stop": stop, "prefetch": 10, "backoff": FAST, "poll": 0.05},
+        kwargs={"stop": stop, "prefetch": 10, "backoff": QUICK_RETRIES, "poll": 0.05},
         daemon=True,
     )
     worker.start()
@@ -530,29 +579,33 @@ def test_consumer_acks_what_the_handler_accepted(broker):
     assert stop.is_set()
     assert [(json.loads(b)["n"], h["h"], p.message_id) for b, h, p in seen] == [(i, i, f"m{i}") for i in range(3)]
     assert all(p.exchange == "hub.route" and p.routing_key == "route" and not p.redelivered for _, _, p in seen)
+    assert all(p.attempt == 1 for _, _, p in seen)
     assert drain(broker, "hub.routing") == []
 
 
 def test_consumer_dead_letters_what_the_handler_rejected(broker):
     declared(broker)
-    publish(broker, "hub.route", "route", b'{"bad": true}', message_id="poison")
+    publish(broker, "hub.route", "route", b'{"bad": true}', message_id="poison", headers={"h": 1})
     stop = threading.Event()
 
     def handler(body: bytes, headers: dict[str, Any], properties: Properties) -> None:
         stop.set()
-        raise Rejected(ErrorCode.XML_MALFORMED, "not an envelope")
+        raise Rejected(ErrorCode.XML_MALFORMED, "not an envelope", line=1)
 
     run_consumer(broker, handler, stop=stop).join(10)
     assert drain(broker, "hub.routing") == []
-    if is_rabbitmq(broker):
-        dead = drain(broker, "hub.dead", expect=1, limit=5)
-        assert [d.message_id for d in dead] == ["poison"]
-        assert dead[0].body == b'{"bad": true}'
-        assert dead[0].headers["x-death"][0]["reason"] == "rejected"
-        assert dead[0].headers["x-death"][0]["queue"] == "hub.routing"
+    dead = drain(broker, "hub.dead", expect=1, limit=5)
+    assert [d.message_id for d in dead] == ["poison"]
+    assert dead[0].body == b'{"bad": true}'
+    assert dead[0].headers["h"] == 1
+    assert (dead[0].headers[REASON], dead[0].headers[QUEUE], dead[0].headers[ATTEMPTS]) == (
+        "XML_MALFORMED at line 1",
+        "hub.routing",
+        1,
+    )
 
 
-def test_consumer_requeues_while_a_dependency_is_unavailable(broker):
+def test_consumer_retries_while_a_dependency_is_unavailable(broker):
     declared(broker)
     publish(broker, "hub.route", "route", b"{}", message_id="later")
     calls: list[Properties] = []
@@ -566,9 +619,11 @@ def test_consumer_requeues_while_a_dependency_is_unavailable(broker):
 
     run_consumer(broker, handler, stop=stop).join(10)
     assert [c.message_id for c in calls] == ["later"] * 3
-    if is_rabbitmq(broker):
-        assert [c.redelivered for c in calls] == [False, True, True]
+    assert [c.attempt for c in calls] == [1, 2, 3]
+    assert not any(c.redelivered for c in calls)  # each retry is a new copy, not a redelivery
     assert drain(broker, "hub.routing") == []
+    assert drain(broker, "hub.routing.retry") == []
+    assert drain(broker, "hub.dead") == []
 
 
 @RABBITMQ_ONLY
@@ -602,13 +657,23 @@ def test_broker_declare_and_relay_once_commands(database_url, sessions, broker):
     assert "provider id 'bad.id'" in result.output
 
 
-def test_a_handler_bug_requeues_the_message_and_ends_the_loop(broker):
+def test_a_handler_bug_is_retried_then_dead_lettered_and_the_loop_goes_on(broker):
     declared(broker)
     publish(broker, "hub.route", "route", b"{}", message_id="bug")
+    publish(broker, "hub.route", "route", b"{}", message_id="fine")
+    calls: list[tuple[str | None, int]] = []
+    stop = threading.Event()
 
     def handler(body: bytes, headers: dict[str, Any], properties: Properties) -> None:
-        raise FileNotFoundError("a bug, not a broker outage")
+        calls.append((properties.message_id, properties.attempt))
+        if properties.message_id == "bug":
+            if properties.attempt == QUICK_RETRIES.attempts:
+                stop.set()
+            raise FileNotFoundError("a bug, not a broker outage")
 
-    with pytest.raises(FileNotFoundError, match="a bug"):
-        consume(broker, "hub.routing", handler, stop=threading.Event(), backoff=FAST, poll=0.05)
-    assert [g.message_id for g in drain(broker, "hub.routing", expect=1, limit=5)] == ["bug"]
+    run_consumer(broker, handler, stop=stop).join(10)
+    assert sorted(calls) == [("bug", 1), ("bug", 2), ("bug", 3), ("fine", 1)]
+    dead = drain(broker, "hub.dead", expect=1, limit=5)
+    assert [d.message_id for d in dead] == ["bug"]
+    assert dead[0].headers[REASON] == "HANDLER_ERROR: FileNotFoundError"  # the class, never the message
+    assert drain(broker, "hub.routing") == []

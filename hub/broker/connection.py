@@ -24,7 +24,12 @@ from hub.errors import ConfigError, Unavailable
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """Back-off between attempts, as in kombu's ``Connection.ensure``: start, +step, up to max."""
+    """Back-off between attempts: start, then ×factor and +step after each failure, up to max, plus jitter.
+
+    With the default ``factor`` 1 it is kombu's ``Connection.ensure`` back-off (start, +step,
+    up to max); with ``factor`` 2 and ``step`` 0 it doubles: the exponential back-off of
+    message redelivery (``hub.broker.retry``).
+    """
 
     attempts: int = 3
     """How many tries in all (1 = no retry)."""
@@ -33,13 +38,26 @@ class RetryPolicy:
     step: float = 0.5
     """Added to the wait after each further failure."""
     max: float = 5.0
-    """The wait never exceeds this."""
+    """The wait never exceeds this (before jitter)."""
     jitter: float = 0.0
     """Up to this fraction of each wait is added at random (0.1 = +0..10%), to spread reconnect storms."""
+    factor: float = 1.0
+    """Each further wait is the previous one's base times this (1 = linear, 2 = doubling)."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts is at least 1 (1 = no retry), not {self.attempts}")
+        if min(self.start, self.step, self.max, self.jitter) < 0 or self.factor < 1:
+            raise ValueError("start, step, max and jitter are at least 0, and factor at least 1")
 
     def delay(self, failures: int) -> float:
         """The wait after ``failures`` consecutive failures (1 = the first)."""
-        base = min(self.start + self.step * max(failures - 1, 0), self.max)
+        n = max(failures - 1, 0)
+        try:
+            grown = self.start * self.factor**n + self.step * n
+        except OverflowError:  # factor ** n past the float range: long past max anyway
+            grown = self.max
+        base = min(grown, self.max)
         return base + (base * self.jitter * random.random() if self.jitter else 0.0)  # noqa: S311 - not crypto
 
     def delays(self) -> Iterator[float]:
@@ -48,7 +66,9 @@ class RetryPolicy:
             yield self.delay(failure)
 
     def kombu_options(self) -> dict[str, Any]:
-        """The same policy in the words of ``Connection.ensure_connection``."""
+        """The same policy in the words of ``Connection.ensure_connection`` (linear: ``factor`` 1 only)."""
+        if self.factor != 1:
+            raise ValueError("kombu's connection retry is linear: use factor 1 for a connection policy")
         return {
             "max_retries": max(self.attempts - 1, 0),
             "interval_start": self.start,

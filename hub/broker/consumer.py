@@ -1,13 +1,29 @@
-"""The consume loop every stage runs: one queue, one handler, manual acks.
+"""The consume loop every stage runs: one queue, one handler, manual acks, retries through the broker.
 
-The handler is called with the raw body, the headers and the message's ``Properties``:
+The handler is called with the raw body, the headers and the message's ``Properties``
+(``attempt`` says which attempt this delivery is):
 
 - it returns: its effect is committed; the message is acked.
-- it raises ``Rejected``: the message can never succeed; it is rejected without requeue,
-  which dead-letters it to ``hub.dead`` on RabbitMQ (the in-process transport drops it).
-- it raises ``Unavailable``: a dependency is down; after a back-off (growing while the
-  failures go on) the message is requeued and will come again.
-- it raises anything else: a bug; the message is requeued and the exception ends the loop.
+- it raises ``Rejected``: the message can never succeed; a copy goes to ``hub.dead`` at
+  once, with the refusal's code in ``x-hub-reason``.
+- it raises ``Unavailable`` (a dependency is down) or any other exception (a bug, or a
+  failure nobody translated): the message is retried after a back-off that grows with each
+  attempt (``backoff``: exponential, with jitter), up to ``backoff.attempts`` attempts in
+  all; then it goes to ``hub.dead`` with the reason, the queue and the attempts. A bug is
+  logged with its traceback; the loop goes on with the other messages.
+
+Retrying never blocks the other messages: the failed message is set aside and the loop
+takes the next one at once. On RabbitMQ it is published (with a confirm) to the queue's
+retry queue ``<queue>.retry`` with a per-message TTL of the delay; when the TTL runs out
+the broker dead-letters it back to ``<queue>`` (see ``hub.broker.topology``). On the
+in-process ``memory://`` transport (no TTL, no dead-lettering) the loop keeps the copy
+itself and publishes it back to ``<queue>`` when its delay is over; when the loop stops,
+copies still waiting are published back at once, so nothing is lost with the embedded
+default either (whose queues live only as long as the process anyway).
+
+Every copy (retry or dead letter) is published before the original is acked; when that
+publish fails, the original is requeued and the loop reconnects. Decisions and headers:
+``hub.broker.retry``.
 
 Delivery is at-least-once (a crash after the effect and before the ack delivers the
 message again, ``redelivered`` set), so handlers de-duplicate, e.g. by ``message_id``.
@@ -17,8 +33,11 @@ A lost connection is retried with the reconnect policy until ``stop`` is set.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +53,16 @@ from hub.broker.connection import (
     RetryPolicy,
     broker_errors,
     connect,
+    is_amqp,
 )
-from hub.errors import ConfigError, Rejected, Unavailable
+from hub.broker.retry import REDELIVERY, Copy, Dead, Republisher, Retry, attempt_of, dead_headers, decide, retry_headers
+from hub.broker.topology import DEAD_QUEUE, retry_queue_name
+from hub.errors import ConfigError, HubError, Unavailable
 
 log = logging.getLogger("hub.broker")
 
-HANDLER_BACKOFF = RetryPolicy(start=0.5, step=1.0, max=30.0, jitter=0.1)
+HANDLER_BACKOFF = REDELIVERY
+"""The default redelivery policy of the consume loop (``hub.broker.retry.REDELIVERY``)."""
 RECONNECT = RetryPolicy(start=0.5, step=1.0, max=10.0, jitter=0.1)
 
 
@@ -57,6 +80,8 @@ class Properties:
     reply_to: str | None = None
     """Where the publisher wants the answer (a queue name, via the default exchange)."""
     correlation_id: str | None = None
+    attempt: int = 1
+    """Which attempt this delivery is (``x-hub-attempts``; 1 = the first)."""
 
 
 Handler = Callable[[bytes, dict[str, Any], Properties], None]
@@ -66,6 +91,7 @@ def _properties(message: Message) -> Properties:
     info: Mapping[str, Any] = message.delivery_info or {}
     props: Mapping[str, Any] = message.properties or {}
     return Properties(
+        attempt=attempt_of(message.headers or {}),
         message_id=props.get("message_id"),
         priority=props.get("priority"),
         content_type=message.content_type,
@@ -84,45 +110,100 @@ def _body(message: Message) -> bytes:
     return bytes(body)
 
 
-class _HandlerCrashed(Exception):
-    """Carries a handler's own exception (even an ``OSError``) past the broker-error translation."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(error)
-        self.error = error
-
-
 class _Dispatch:
-    """Calls the handler for one message and settles it."""
+    """Calls the handler for one message and settles it: ack, retry later, or dead-letter."""
 
-    def __init__(self, handler: Handler, stop: threading.Event, backoff: RetryPolicy, queue_name: str) -> None:
-        self.handler, self.stop, self.backoff, self.queue_name = handler, stop, backoff, queue_name
-        self.failures = 0
+    def __init__(self, handler: Handler, queue_name: str, policy: RetryPolicy, publisher: Republisher) -> None:
+        self.handler, self.queue_name, self.policy, self.publisher = handler, queue_name, policy, publisher
+        self.in_process = False
+        """The transport has no TTL nor dead-lettering (``memory://``): this loop holds the waiting copies."""
+        self._waiting: list[tuple[float, int, Copy]] = []
+        self._order = itertools.count()
+        self.suspended = True
+        """Set while a connection is torn down: a message delivered meanwhile (py-amqp reads frames while it
+        closes) is left unacknowledged, and the broker requeues it, instead of being handled half-way."""
 
     def __call__(self, message: Message) -> None:
+        if self.suspended:
+            return
         properties = _properties(message)
+        headers = dict(message.headers or {})
+        body = _body(message)
         try:
-            self.handler(_body(message), dict(message.headers or {}), properties)
-        except Rejected as refused:
-            log.warning(
-                "%s: %s rejected (%s); dead-lettered", self.queue_name, properties.message_id, refused.code.value
-            )
-            message.reject(requeue=False)
-        except Unavailable as exc:
-            self.failures += 1
-            delay = self.backoff.delay(self.failures)
-            log.warning("%s: %s; requeued after %.1f s", self.queue_name, exc, delay)
-            self.stop.wait(delay)
-            message.requeue()
+            self.handler(body, headers, properties)
         except Exception as exc:
-            message.requeue()
-            raise _HandlerCrashed(exc) from exc
+            outcome = decide(exc, properties.attempt, self.policy)
+            if not isinstance(exc, HubError):
+                log.exception(
+                    "%s: the handler failed on %s (attempt %d)",
+                    self.queue_name,
+                    properties.message_id,
+                    properties.attempt,
+                )
+            copy = Copy.of(
+                body,
+                headers,
+                message.properties or {},
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+            )
+            self._settle(message, properties, copy, outcome)
         except BaseException:
             message.requeue()
             raise
         else:
-            self.failures = 0
             message.ack()
+
+    def _settle(self, message: Message, properties: Properties, copy: Copy, outcome: Retry | Dead) -> None:
+        """Publish the retry or dead copy, then ack the original; if the copy cannot be published, requeue it."""
+        try:
+            if isinstance(outcome, Retry):
+                retry = copy.with_headers(retry_headers(copy.headers, outcome))
+                if self.in_process:
+                    heapq.heappush(self._waiting, (time.monotonic() + outcome.delay, next(self._order), retry))
+                else:
+                    self.publisher.publish(
+                        retry,
+                        exchange="",
+                        routing_key=retry_queue_name(self.queue_name),
+                        expiration=outcome.delay,
+                    )
+                log.warning(
+                    "%s: %s failed (attempt %d of %d); retry in %.2f s",
+                    self.queue_name,
+                    properties.message_id,
+                    properties.attempt,
+                    self.policy.attempts,
+                    outcome.delay,
+                )
+            else:
+                self.publisher.dead(copy.with_headers(dead_headers(copy.headers, outcome, self.queue_name)))
+                log.warning(
+                    "%s: %s dead-lettered after %d attempt(s): %s",
+                    self.queue_name,
+                    properties.message_id,
+                    outcome.attempts,
+                    outcome.failure.reason,
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):  # the connection is gone: the broker requeues it anyway
+                message.requeue()
+            raise
+        message.ack()
+
+    # -- the in-process transport: copies waiting for their delay ----------------------------
+
+    def due_in(self) -> float | None:
+        """Seconds until the next waiting copy is due (None: none waits)."""
+        return max(0.0, self._waiting[0][0] - time.monotonic()) if self._waiting else None
+
+    def release_due(self, *, everything: bool = False) -> None:
+        """Publish the copies whose delay is over (``everything``: all of them, now) back to the queue."""
+        now = time.monotonic()
+        while self._waiting and (everything or self._waiting[0][0] <= now):
+            _, _, copy = self._waiting[0]
+            self.publisher.publish(copy, exchange="", routing_key=self.queue_name)
+            heapq.heappop(self._waiting)
 
 
 def consume(
@@ -139,31 +220,58 @@ def consume(
 ) -> None:
     """Consume ``queue_name`` until ``stop`` is set (checked at least every ``poll`` seconds).
 
-    The queue must exist (``hub broker declare``); a missing one is a ``ConfigError``.
+    ``backoff`` is the redelivery policy: ``attempts`` in all, then ``hub.dead``; the delays
+    between them from ``start``, ``factor``, ``step``, ``max`` and ``jitter``.
+    The queue, its retry queue and ``hub.dead`` must exist (``hub broker declare``); a
+    missing one is a ``ConfigError``.
     """
-    dispatch = _Dispatch(handler, stop, backoff, queue_name)
+    publisher = Republisher(connection_url, options=options)
+    dispatch = _Dispatch(handler, queue_name, backoff, publisher)
     outages = 0
-    while not stop.is_set():
-        try:
-            connection = connect(connection_url, options=options, retry=DEFAULT_RETRY)
+    try:
+        while not stop.is_set():
             try:
-                with broker_errors(f"consuming {queue_name}"):
-                    _consume_on(connection, queue_name, dispatch, prefetch, stop, poll)
-                    outages = 0
-            finally:
-                _release(connection)
-        except _HandlerCrashed as crashed:
-            raise crashed.error from crashed.error.__cause__
-        except Unavailable as exc:
-            outages += 1
-            delay = reconnect.delay(outages)
-            log.warning("%s: %s; reconnecting in %.1f s", queue_name, exc, delay)
-            stop.wait(delay)
+                connection = connect(connection_url, options=options, retry=DEFAULT_RETRY)
+                try:
+                    with broker_errors(f"consuming {queue_name}"):
+                        dispatch.in_process = not is_amqp(connection)
+                        _consume_on(connection, queue_name, dispatch, prefetch, stop, poll)
+                        outages = 0
+                finally:
+                    _release(connection)
+            except Unavailable as exc:
+                outages += 1
+                delay = reconnect.delay(outages)
+                log.warning("%s: %s; reconnecting in %.1f s", queue_name, exc, delay)
+                stop.wait(delay)
+    finally:
+        try:
+            dispatch.release_due(everything=True)
+        finally:
+            publisher.close()
+
+
+def _check_queues(connection: Connection, queue_name: str) -> None:
+    """RabbitMQ: the queue, its retry queue and ``hub.dead`` exist (the loop publishes to the last two)."""
+    for needed in (queue_name, retry_queue_name(queue_name), DEAD_QUEUE.name):
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue=needed, passive=True)
+        except amqp.exceptions.NotFound as exc:
+            needs = "" if needed == queue_name else f" (consuming {queue_name} needs it)"
+            raise ConfigError(
+                f"queue {needed} does not exist{needs}; declare the topology first (hub broker declare)"
+            ) from exc
+        finally:
+            with contextlib.suppress(Exception):  # closed by the broker already
+                channel.close()
 
 
 def _consume_on(
     connection: Connection, queue_name: str, dispatch: _Dispatch, prefetch: int, stop: threading.Event, poll: float
 ) -> None:
+    if is_amqp(connection):
+        _check_queues(connection, queue_name)
     channel = connection.channel()
     consumer = Consumer(
         channel,
@@ -178,10 +286,16 @@ def _consume_on(
         raise ConfigError(
             f"queue {queue_name} does not exist; declare the topology first (hub broker declare)"
         ) from exc
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):  # nothing arrived within ``poll``
-            connection.drain_events(timeout=poll)
-        connection.heartbeat_check()
+    dispatch.suspended = False
+    try:
+        while not stop.is_set():
+            due = dispatch.due_in()
+            with contextlib.suppress(TimeoutError):  # nothing arrived within the timeout
+                connection.drain_events(timeout=poll if due is None else min(poll, max(due, 0.001)))
+            dispatch.release_due()
+            connection.heartbeat_check()
+    finally:
+        dispatch.suspended = True
     with contextlib.suppress(Exception):  # closing the connection cancels it anyway
         consumer.cancel()
 

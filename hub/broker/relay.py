@@ -1,6 +1,8 @@
 """The outbox relay: publish committed outbox rows to the broker, then mark them sent.
 
-One round (``run_once``) takes up to ``batch`` unsent rows in id order, publishes them
+One round (``run_once``) takes up to ``batch`` unsent rows in id order (skipping rows held
+until a later ``not_before``: a delivery waiting for a provider's maintenance window or the
+message's effective date, judged by the relay's ``clock``), publishes them
 with publisher confirms, and marks the confirmed ones sent in one UPDATE. A row is marked
 only after the broker confirmed it; a crash between publishing and marking publishes the
 row again after the restart (at-least-once). Every message therefore carries a stable
@@ -312,24 +314,44 @@ class OutboxRelay:
     # -- the database side -----------------------------------------------------------------
 
     def _claim(self, session: Session) -> list[OutboxMessage]:
-        """The next unsent rows in id order; on PostgreSQL locked until this transaction ends."""
-        query = (
-            select(
-                OutboxEntry.id,
-                OutboxEntry.exchange,
-                OutboxEntry.routing_key,
-                OutboxEntry.body,
-                OutboxEntry.headers,
-                OutboxEntry.priority,
-            )
-            .where(OutboxEntry.sent_at.is_(None))
-            .order_by(OutboxEntry.id)
-            .limit(self.batch)
+        """The next unsent rows that are due; on PostgreSQL locked until this transaction ends.
+
+        Held rows (``not_before``) whose time has come go first, by that time; then rows
+        ready from the start, in id order. Each query has its own partial index, so rows
+        still held are never read on the way (``ix_outbox_held``, ``ix_outbox_ready``).
+        """
+        columns = (
+            OutboxEntry.id,
+            OutboxEntry.exchange,
+            OutboxEntry.routing_key,
+            OutboxEntry.body,
+            OutboxEntry.headers,
+            OutboxEntry.priority,
         )
         postgres = session.get_bind().dialect.name == "postgresql"
+        due = (
+            select(*columns)
+            .where(
+                OutboxEntry.sent_at.is_(None),
+                OutboxEntry.not_before.is_not(None),
+                OutboxEntry.not_before <= self.clock(),
+            )
+            .order_by(OutboxEntry.not_before, OutboxEntry.id)
+            .limit(self.batch)
+        )
         if postgres:
-            query = query.with_for_update(skip_locked=True)
-        rows = session.execute(query).all()
+            due = due.with_for_update(skip_locked=True)
+        rows = list(session.execute(due).all())
+        if len(rows) < self.batch:
+            ready = (
+                select(*columns)
+                .where(OutboxEntry.sent_at.is_(None), OutboxEntry.not_before.is_(None))
+                .order_by(OutboxEntry.id)
+                .limit(self.batch - len(rows))
+            )
+            if postgres:
+                ready = ready.with_for_update(skip_locked=True)
+            rows += session.execute(ready).all()
         if not postgres:
             session.commit()  # SQLite: hold no read snapshot while publishing
         return [OutboxMessage.of(row) for row in rows]

@@ -8,9 +8,12 @@
     hub.notify    topic   ``<sender>``     sender.<sender>.acks  quorum
     hub.dead      fanout  (any)            hub.dead              quorum
 
-Every exchange and queue is durable, and publishers send persistent messages. Every queue
-but ``hub.dead`` dead-letters into ``hub.dead`` (``x-dead-letter-exchange``); a fanout
-keeps the original routing key on the dead letter, so it still says where it was going.
+Every exchange and queue is durable, and publishers send persistent messages. Every work
+queue dead-letters into ``hub.dead`` (``x-dead-letter-exchange``); a fanout keeps the
+original routing key on the dead letter, so it still says where it was going. (The consume
+loop itself writes its dead letters to ``hub.dead``, with the reason in headers: see
+``hub.broker.retry``; the broker's own dead-lettering remains for what is rejected
+elsewhere.)
 
 Why two kinds of queue: quorum queues are RabbitMQ's replicated, durable queue type and
 the default here. They have no real priorities: RabbitMQ 3.x (3.10.8 on our machines)
@@ -21,8 +24,28 @@ Routing and delivery must let a high-priority message (``priority`` 0-9, see
 ``hub.routing`` and ``provider.*`` are classic queues with ``x-max-priority: 9`` (ten
 levels, matching the outbox's 0-9). Everything else is a quorum queue.
 
+Retry queues: every queue a hub stage consumes (``hub.inbound``, ``hub.routing``,
+``hub.acks``, ``provider.*``; not ``sender.*.acks``, which senders consume, nor
+``hub.dead``) has a ``<queue>.retry`` beside it, bound to no exchange (the consumer
+publishes to it through the default exchange). A message that failed for a transient
+reason waits there for its per-message TTL (``expiration``, the back-off delay), then
+RabbitMQ dead-letters it back to ``<queue>`` (``x-dead-letter-exchange`` "" and
+``x-dead-letter-routing-key`` ``<queue>``). Retry queues are quorum queues with
+``x-dead-letter-strategy: at-least-once`` (and the ``x-overflow: reject-publish`` it needs):
+the broker keeps a message until the work queue has taken it, so the way back loses
+nothing. A message expires only at the head of its retry queue: it may wait longer than
+its own delay, behind one with a longer delay, but never longer than the policy's maximum.
+See ``hub.broker.retry``.
+
+    queue                 kind     dead-letters to
+    hub.inbound.retry     quorum   "" -> hub.inbound   (at-least-once)
+    hub.routing.retry     quorum   "" -> hub.routing   (idem; the message keeps its priority)
+    hub.acks.retry        quorum   "" -> hub.acks
+    provider.<id>.retry   quorum   "" -> provider.<id>
+
 The in-process ``memory://`` transport ignores queue arguments (no priorities, no
-dead-lettering: a rejected message is dropped); the same declarations work on it.
+dead-lettering, no TTL); the same declarations work on it, and the consume loop does
+retries and dead letters itself there (``hub.broker.consumer``).
 Provider and sender ids become queue names and binding keys, so they are restricted to
 letters, digits, ``_`` and ``-`` (no ``.``, ``*`` or ``#``, which a topic exchange reads).
 """
@@ -60,29 +83,54 @@ class ExchangeSpec:
         return Exchange(self.name, self.type, durable=True, auto_delete=False, delivery_mode="persistent")
 
 
+RETRY_SUFFIX = ".retry"
+
+
+def retry_queue_name(queue: str) -> str:
+    """The retry queue beside a work queue: ``<queue>.retry``."""
+    return queue + RETRY_SUFFIX
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     name: str
-    exchange: ExchangeSpec
+    exchange: ExchangeSpec | None
+    """None: bound to no exchange (reached through the default exchange, by its name)."""
     routing_key: str
     """The binding key (ignored by a fanout exchange)."""
     kind: QueueKind = QueueKind.QUORUM
     dead_letter: bool = True
-    """Rejected and expired messages go to ``hub.dead``."""
+    """Rejected and expired messages go to ``hub.dead`` (for a retry queue: back to ``retry_of``)."""
+    retried: bool = False
+    """A hub stage consumes this queue: it has a retry queue (``retry_spec``)."""
+    retry_of: str | None = None
+    """This is the retry queue of that work queue."""
 
     @property
     def arguments(self) -> dict[str, object]:
         arguments: dict[str, object] = {"x-queue-type": self.kind.value}
         if self.kind is QueueKind.PRIORITY:
             arguments["x-max-priority"] = MAX_PRIORITY
-        if self.dead_letter:
+        if self.retry_of is not None:
+            arguments["x-dead-letter-exchange"] = ""
+            arguments["x-dead-letter-routing-key"] = self.retry_of
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"
+        elif self.dead_letter:
             arguments["x-dead-letter-exchange"] = DEAD_EXCHANGE
         return arguments
+
+    @property
+    def retry_spec(self) -> QueueSpec | None:
+        """The retry queue of this work queue (None when no hub stage consumes it)."""
+        if not self.retried:
+            return None
+        return QueueSpec(retry_queue_name(self.name), None, "", retry_of=self.name)
 
     def kombu(self) -> Queue:
         return Queue(
             self.name,
-            self.exchange.kombu(),
+            self.exchange.kombu() if self.exchange is not None else None,
             routing_key=self.routing_key,
             durable=True,
             exclusive=False,
@@ -91,8 +139,9 @@ class QueueSpec:
         )
 
     def describe(self) -> str:
-        extra = ", ".join(f"{key}={value}" for key, value in self.arguments.items())
-        return f"queue {self.name} <- {self.exchange.name} [{self.routing_key or '*'}] ({extra})"
+        extra = ", ".join(f"{key}={value or repr(value)}" for key, value in self.arguments.items())
+        source = f"{self.exchange.name} [{self.routing_key or '*'}]" if self.exchange else "(default exchange)"
+        return f"queue {self.name} <- {source} ({extra})"
 
 
 SUBMIT = ExchangeSpec("hub.submit", "direct")
@@ -108,9 +157,9 @@ SUBMIT_KEY = "submit"
 ROUTE_KEY = "route"
 ACKS_KEY = "acks"
 
-INBOUND_QUEUE = QueueSpec("hub.inbound", SUBMIT, SUBMIT_KEY)
-ROUTING_QUEUE = QueueSpec("hub.routing", ROUTE, ROUTE_KEY, QueueKind.PRIORITY)
-ACKS_QUEUE = QueueSpec("hub.acks", ACKS, ACKS_KEY)
+INBOUND_QUEUE = QueueSpec("hub.inbound", SUBMIT, SUBMIT_KEY, retried=True)
+ROUTING_QUEUE = QueueSpec("hub.routing", ROUTE, ROUTE_KEY, QueueKind.PRIORITY, retried=True)
+ACKS_QUEUE = QueueSpec("hub.acks", ACKS, ACKS_KEY, retried=True)
 DEAD_QUEUE = QueueSpec("hub.dead", DEAD, "", dead_letter=False)
 
 FIXED_QUEUES: tuple[QueueSpec, ...] = (INBOUND_QUEUE, ROUTING_QUEUE, ACKS_QUEUE, DEAD_QUEUE)
@@ -135,19 +184,28 @@ def notify_key(sender_id: str) -> str:
 
 
 def provider_queue(provider_id: str) -> QueueSpec:
-    return QueueSpec(f"provider.{provider_id}", DELIVER, deliver_key(provider_id), QueueKind.PRIORITY)
+    return QueueSpec(f"provider.{provider_id}", DELIVER, deliver_key(provider_id), QueueKind.PRIORITY, retried=True)
 
 
 def sender_queue(sender_id: str) -> QueueSpec:
     return QueueSpec(f"sender.{sender_id}.acks", NOTIFY, notify_key(sender_id))
 
 
+def _with_retry(spec: QueueSpec) -> tuple[QueueSpec, ...]:
+    retry = spec.retry_spec
+    return (spec,) if retry is None else (spec, retry)
+
+
 def queues(providers: Iterable[str] = (), senders: Iterable[str] = ()) -> tuple[QueueSpec, ...]:
-    """Every queue of the hub for these providers and senders (each id once)."""
-    return (
-        *FIXED_QUEUES,
-        *(provider_queue(p) for p in dict.fromkeys(providers)),
-        *(sender_queue(s) for s in dict.fromkeys(senders)),
+    """Every queue of the hub for these providers and senders (each id once), each retry queue after its queue."""
+    return tuple(
+        spec
+        for work in (
+            *FIXED_QUEUES,
+            *(provider_queue(p) for p in dict.fromkeys(providers)),
+            *(sender_queue(s) for s in dict.fromkeys(senders)),
+        )
+        for spec in _with_retry(work)
     )
 
 

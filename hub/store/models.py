@@ -1,4 +1,4 @@
-"""Tables: messages, their events, the outbox, and the audit trail.
+"""Tables: messages, their events and deliveries, the outbox, and the audit trail.
 
 Times are stored in UTC and read back time-zone aware on every back end. The
 recipient's identifier is kept (routing needs it) but is never logged; audit details
@@ -91,10 +91,23 @@ class Event(Base):
     detail: Mapped[str] = mapped_column(Text, default="{}")
 
 
+_READY = "sent_at IS NULL AND not_before IS NULL"
+_HELD = "sent_at IS NULL AND not_before IS NOT NULL"
+
+
 class OutboxEntry(Base):
+    """A message to publish, committed with the effect that produced it; the relay publishes and marks it sent.
+
+    ``not_before``: the relay leaves the row alone until then (a delivery held for a provider's
+    maintenance window or the message's effective date). Two partial indexes serve the relay's
+    claim: rows ready now in id order, and held rows by the time they become due; neither
+    holds what was sent, so both stay as small as the backlog.
+    """
+
     __tablename__ = "outbox"
     __table_args__ = (
-        Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL"), sqlite_where=text("sent_at IS NULL")),
+        Index("ix_outbox_ready", "id", postgresql_where=text(_READY), sqlite_where=text(_READY)),
+        Index("ix_outbox_held", "not_before", "id", postgresql_where=text(_HELD), sqlite_where=text(_HELD)),
     )
 
     id: Mapped[int] = mapped_column(Id64, primary_key=True, autoincrement=True)
@@ -106,6 +119,30 @@ class OutboxEntry(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Delivery(Base):
+    """One accepted message on its way to one provider (``hub.routing.worker``).
+
+    The id is ``<message id>:<provider id>``, and (message, provider) is unique: routing a
+    message twice (the broker delivers at least once) cannot create a second delivery.
+    ``state`` starts ``pending`` (its outbox row waits for the relay, maybe until
+    ``not_before``); the acknowledgement stage moves it on (``delivered``, ``failed``, ...).
+    ``priority`` is the broker priority it was published with (0-9).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("message_id", "provider", name="uq_deliveries_message_provider"),)
+
+    id: Mapped[str] = mapped_column(String(101), primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"))
+    provider: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class AuditEntry(Base):
