@@ -34,13 +34,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchdb import drop_schema, postgres_schema  # noqa: E402
 
 from hub.envelope.builder import build_envelope, to_bytes  # noqa: E402
 from hub.envelope.examples import FINANCE, example  # noqa: E402
 from hub.signing.keys import KeyPair, generate_key, self_signed_certificate, write_key_pair  # noqa: E402
 from hub.signing.signer import Signer  # noqa: E402
 
-POSTGRES = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RABBITMQ = os.environ.get("HUB_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 SENDERS = """
@@ -200,23 +202,6 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30)
     raise SystemExit("hub serve did not become ready")
 
 
-def postgres_schema() -> tuple[str, str]:
-    import psycopg
-
-    schema = f"hub_bench_{os.getpid()}"
-    with psycopg.connect(POSTGRES, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        connection.execute(f"CREATE SCHEMA {schema}")
-    return f"{POSTGRES}?options=-csearch_path%3D{schema}", schema
-
-
-def drop_schema(schema: str) -> None:
-    import psycopg
-
-    with psycopg.connect(POSTGRES, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
 def run_backend(
     name: str, database_url: str, broker_url: str, args: argparse.Namespace, pair: KeyPair, folder: Path
 ) -> dict[str, float]:
@@ -297,7 +282,7 @@ def main() -> None:
                 "sqlite+memory", f"sqlite:///{folder / 'hub.db'}", "memory://", args, pair, folder
             )
         if args.backend in ("all", "postgresql"):
-            url, schema = postgres_schema()
+            url, schema = postgres_schema(f"hub_bench_{os.getpid()}")
             try:
                 results["postgresql_rabbitmq"] = run_backend("postgresql+rabbitmq", url, RABBITMQ, args, pair, folder)
             finally:

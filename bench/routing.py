@@ -40,7 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from benchdb import drop_schema, postgres_schema  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from hub.broker.connection import connect  # noqa: E402
@@ -55,7 +57,6 @@ from hub.store.db import make_engine, upgrade  # noqa: E402
 from tests.kit import NOW, example, keyring  # noqa: E402
 from tests.test_inbound_rest import make_hub  # noqa: E402
 
-POSTGRES = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RABBITMQ = os.environ.get("HUB_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 PROVIDERS = ("myebox", "doccle", "irisbox")
 
@@ -80,23 +81,6 @@ def envelopes(count: int, tag: str) -> list[bytes]:
         )
         out.append(ring.sign(replace(base, header=header)))
     return out
-
-
-def postgres_schema(tag: str) -> tuple[str, str]:
-    import psycopg
-
-    schema = f"hub_bench_routing_{os.getpid()}_{tag}"
-    with psycopg.connect(POSTGRES, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        connection.execute(f"CREATE SCHEMA {schema}")
-    return f"{POSTGRES}?options=-csearch_path%3D{schema}", schema
-
-
-def drop_schema(schema: str) -> None:
-    import psycopg
-
-    with psycopg.connect(POSTGRES, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def purge(url: str) -> None:
@@ -219,7 +203,7 @@ def run(
 
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
-    url, schema = postgres_schema(uuid.uuid4().hex[:8])
+    url, schema = postgres_schema(f"hub_bench_routing_{os.getpid()}_{uuid.uuid4().hex[:8]}")
     try:
         yield url
     finally:
