@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.envelope.model import Envelope
 from hub.errors import ErrorCode, Rejected
+from hub.groupcommit import GroupCommit
 from hub.inbound.authorisation import authorise
 from hub.inbound.opening import OpenedEnvelope, open_envelope
 from hub.inbound.receipts import signed_receipt
@@ -63,16 +63,6 @@ class _Pending:
     now: datetime
 
 
-@dataclass
-class _Slot:
-    """Where a group commit leaves one caller's outcome."""
-
-    pending: _Pending
-    outcome: Receipt | Rejected | None = None
-    error: BaseException | None = None
-    done: bool = False
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -97,9 +87,7 @@ class Intake:
         self.environment = environment
         self.parse_limits = parse_limits or ParseLimits()
         self.clock = clock
-        self._pending: list[_Slot] = []
-        self._pending_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
+        self._group: GroupCommit[_Pending, Receipt] = GroupCommit(lambda batch: self._store(batch))
 
     # -- the pipeline -----------------------------------------------------------------
 
@@ -115,9 +103,8 @@ class Intake:
     def submit(self, data: bytes, *, door: str, client_party: str | None = None) -> Receipt:
         """Accept one envelope, or raise ``Rejected`` / ``Unavailable``.
 
-        Checks run in the caller's thread; the storing is a group commit: the caller that
-        takes the commit lock stores every envelope waiting at that moment in one
-        transaction, so concurrent requests share a commit instead of queueing for one each.
+        Checks run in the caller's thread; the storing is a group commit (``hub.groupcommit``):
+        concurrent requests share one transaction instead of queueing for one each.
         """
         now = self.clock()
         try:
@@ -131,30 +118,7 @@ class Intake:
         except Rejected as refused:
             log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
             raise
-        slot = _Slot(_Pending(opened, data, door, now))
-        with self._pending_lock:
-            self._pending.append(slot)
-        with self._commit_lock:
-            if not slot.done:
-                with self._pending_lock:
-                    group, self._pending = self._pending, []
-                self._commit_group(group)
-        if slot.error is not None:
-            raise slot.error
-        assert slot.outcome is not None
-        if isinstance(slot.outcome, Rejected):
-            raise slot.outcome
-        return slot.outcome
-
-    def _commit_group(self, group: list[_Slot]) -> None:
-        try:
-            outcomes = self._store([slot.pending for slot in group])
-        except BaseException as exc:  # every waiting caller learns it (Unavailable, most often)
-            for slot in group:
-                slot.error, slot.done = exc, True
-            return
-        for slot, outcome in zip(group, outcomes, strict=True):
-            slot.outcome, slot.done = outcome, True
+        return self._group.submit(_Pending(opened, data, door, now))
 
     def submit_many(self, items: Sequence[bytes], *, door: str) -> list[Receipt | Rejected]:
         """Accept a batch: each envelope gets its own receipt or refusal; one commit for all."""
@@ -184,7 +148,7 @@ class Intake:
 
     # -- storage ------------------------------------------------------------------------
 
-    def _store(self, batch: list[_Pending]) -> list[Receipt | Rejected]:
+    def _store(self, batch: Sequence[_Pending]) -> list[Receipt | Rejected]:
         """Insert what is new, answer repeats; one transaction for the new ones.
 
         A single envelope is inserted optimistically (repeats are rare; the unique key

@@ -30,7 +30,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from hub.broker.consumer import Properties, consume
 from hub.broker.topology import declare
 from hub.envelope.reader import read_envelope
 from hub.errors import ConfigError, ErrorCode, Rejected
+from hub.groupcommit import GroupCommit
 from hub.routing.deliveries import Plan, Routable, State, expiry_plan, plan, store
 from hub.routing.directory import Directory
 from hub.routing.providers import ProviderCatalog
@@ -190,16 +190,6 @@ def message_id_of(body: bytes) -> str:
     return ident
 
 
-@dataclass
-class _Slot:
-    """Where a group leaves one caller's outcome (see ``RoutingWorker.route``)."""
-
-    message_id: str
-    outcome: Decision | Rejected | None = None
-    error: BaseException | None = None
-    done: bool = False
-
-
 class RoutingWorker:
     """Routes accepted messages; ``handle`` is the ``consume`` handler of ``hub.routing``.
 
@@ -232,9 +222,10 @@ class RoutingWorker:
         self.routing: Callable[[], Routing] = source.current if isinstance(source, RoutingSource) else source
         self.clock = clock
         self.parse_limits = parse_limits
-        self._pending: list[_Slot] = []
-        self._turn = threading.Condition()
-        self._leading = False
+        self._group: GroupCommit[str, Decision | None] = GroupCommit(
+            lambda ids: self.route_many(ids),
+            linger=linger,  # late-bound: subclasses and tests may replace it
+        )
 
     def handle(self, body: bytes, headers: dict[str, Any], properties: Properties) -> None:
         self.route(message_id_of(body))
@@ -245,34 +236,7 @@ class RoutingWorker:
         ``Rejected``: it can never be routed (unknown, expired, content gone); ``Unavailable``:
         the database cannot be reached (nothing was written).
         """
-        slot = _Slot(message_id)
-        with self._turn:
-            self._pending.append(slot)
-            while self._leading and not slot.done:
-                self._turn.wait()
-            if not slot.done:  # lead: route everything waiting now, this one included
-                self._leading = True
-                if self.linger > 0:
-                    self._turn.wait(self.linger)  # let the other consumers' messages join this batch
-                group, self._pending = self._pending, []
-        if not slot.done:
-            try:
-                outcomes = self.route_many([waiting.message_id for waiting in group])
-            except BaseException as exc:  # every caller of the group learns it (Unavailable, most often)
-                for waiting in group:
-                    waiting.error, waiting.done = exc, True
-            else:
-                for waiting, outcome in zip(group, outcomes, strict=True):
-                    waiting.outcome, waiting.done = outcome, True
-            finally:
-                with self._turn:
-                    self._leading = False
-                    self._turn.notify_all()  # the group's callers return; one of the others leads next
-        if slot.error is not None:
-            raise slot.error
-        if isinstance(slot.outcome, Rejected):
-            raise slot.outcome
-        return slot.outcome
+        return self._group.submit(message_id)
 
     def route_many(self, message_ids: Sequence[str]) -> list[Decision | Rejected | None]:
         """Route a batch in one transaction: per message its decision, ``None`` (nothing to do) or refusal.
