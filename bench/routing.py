@@ -7,18 +7,20 @@ providers; accepted through ``Intake.submit_many`` as the doors do) and the rule
 1. ``route_per_s``: ``route()`` one message after the other (batches of one: load, parse
    the stored envelope, directory lookup, ``decide``, one transaction writing 3 deliveries,
    3 outbox rows, the event, the audit entry and the state);
-2. ``route_many50_per_s``: the same in batches of 50 (what a batch-capable consume loop
-   would hand over), and the relay publishing the deliveries to RabbitMQ with confirms;
-3. ``consumeN_per_s``: end to end on RabbitMQ: the routing messages waiting in
-   ``hub.routing`` consumed by ``RoutingWorker.run(consumers=N)`` (``handle()`` per message,
-   ack after commit; N threads whose messages are routed together, as ``hub worker routing``).
+2. ``route_many50_per_s``: the same in batches of 50, and the relay publishing the
+   deliveries to RabbitMQ with confirms;
+3. ``consume_<mode>_per_s``: end to end on RabbitMQ: the routing messages waiting in
+   ``hub.routing`` consumed by ``RoutingWorker.run``, acked after commit. Modes: ``bN``, one
+   consumer handing what the broker pushed, up to N at a time, to ``route_many``
+   (``hub worker routing --batch N``, the default), ``bNxK`` with K such consumers; ``cN``, N consumer threads calling
+   ``handle()`` per message, routed together by the group commit (``--batch 1 --consumers N``).
 
 Each figure by the wall clock (``_per_s``) and per CPU second of this process
 (``_per_cpu_s``; the database's and the broker's CPU excluded; one process runs Python on
 one core at a time). The last line is one JSON object; its headline ``routed_per_s_core``
 is the best of (3) on PostgreSQL + RabbitMQ by the wall clock.
 
-    python bench/routing.py [--messages 3000] [--backend all|postgresql|sqlite] [--consumers 1,16,32]
+    python bench/routing.py [--messages 3000] [--backend all|postgresql|sqlite] [--consume b100,b200,c1,c16]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -138,15 +141,22 @@ def bench_relay(runtime, url: str) -> dict[str, float]:  # type: ignore[no-untyp
         return {"relayed_rows_per_s": total / (time.perf_counter() - start)}
 
 
-def bench_consume(runtime, folder: Path, url: str, ids: list[str], consumers: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """The routing messages waiting in hub.routing, consumed by ``RoutingWorker.run`` (handle() per message)."""
+def bench_consume(runtime, folder: Path, url: str, ids: list[str], mode: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The routing messages waiting in hub.routing, consumed by ``RoutingWorker.run``.
+
+    ``mode`` ``b<N>``: one consumer handing batches of up to N to ``route_many`` (``hub worker
+    routing``'s default); ``c<N>``: N consumer threads, ``handle()`` per message, group commit.
+    """
     worker = worker_of(runtime, folder)
-    worker.linger = 0.002 if consumers > 1 else 0.0  # as `hub worker routing` (--linger-ms 2)
-    prefetch = 10 if consumers > 1 else 100
+    size, _, threads = mode[1:].partition("x")
+    size = int(size)
+    if mode.startswith("b"):
+        kwargs = {"consumers": int(threads or 1), "batch_size": size}
+    else:
+        worker.linger = 0.002 if size > 1 else 0.0  # as `hub worker routing --batch 1` (--linger-ms 2)
+        kwargs = {"consumers": size, "batch_size": 1, "prefetch": 10 if size > 1 else 100}
     stop = threading.Event()
-    runner = threading.Thread(
-        target=worker.run, args=(url, stop), kwargs={"consumers": consumers, "prefetch": prefetch}
-    )
+    runner = threading.Thread(target=worker.run, args=(url, stop), kwargs=kwargs)
     engine = runtime.engine
     cpu, wall = time.process_time(), time.perf_counter()
     runner.start()
@@ -160,7 +170,7 @@ def bench_consume(runtime, folder: Path, url: str, ids: list[str], consumers: in
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     stop.set()
     runner.join(30)
-    return {f"consume{consumers}_per_s": len(ids) / wall, f"consume{consumers}_per_cpu_s": len(ids) / cpu}
+    return {f"consume_{mode}_per_s": len(ids) / wall, f"consume_{mode}_per_cpu_s": len(ids) / cpu}
 
 
 def fresh(name: str, database_url: str, broker_url: str | None, count: int, folder: Path):  # type: ignore[no-untyped-def]
@@ -176,9 +186,7 @@ def fresh(name: str, database_url: str, broker_url: str | None, count: int, fold
     return runtime, ids
 
 
-def run(
-    name: str, make_url, broker_url: str | None, count: int, folder: Path, consumers: list[int]
-) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def run(name: str, make_url, broker_url: str | None, count: int, folder: Path, modes: list[str]) -> dict[str, float]:  # type: ignore[no-untyped-def]
     results: dict[str, float] = {}
     for batch in (1, 50):
         with make_url() as url:
@@ -190,11 +198,11 @@ def run(
             finally:
                 runtime.close()
     if broker_url is not None:
-        for n in consumers:
+        for mode in modes:
             with make_url() as url:
-                runtime, ids = fresh(f"{name}-c{n}", url, broker_url, count, folder)
+                runtime, ids = fresh(f"{name}-{mode}", url, broker_url, count, folder)
                 try:
-                    results.update(bench_consume(runtime, folder / f"{name}-c{n}", broker_url, ids, n))
+                    results.update(bench_consume(runtime, folder / f"{name}-{mode}", broker_url, ids, mode))
                 finally:
                     runtime.close()
                     purge(broker_url)
@@ -214,9 +222,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--backend", choices=["all", "postgresql", "sqlite"], default="all")
-    parser.add_argument("--consumers", default="1,16,32", help="Consumer threads to try end to end (comma-separated).")
+    parser.add_argument(
+        "--consume",
+        default="b100,b200,c1,c16",
+        help="End-to-end modes (comma-separated): bN = one consumer, batches of up to N; cN = N threads, one by one.",
+    )
     args = parser.parse_args()
-    consumers = [int(n) for n in args.consumers.split(",")]
+    modes = [mode.strip() for mode in args.consume.split(",")]
+    if any(not re.fullmatch(r"b[1-9][0-9]*(x[1-9][0-9]*)?|c[1-9][0-9]*", m) for m in modes):
+        parser.error("--consume takes modes like b100, b100x2 (two consumers) or c16")
     folder = Path(tempfile.mkdtemp(prefix="hub-bench-routing-"))
     results: dict[str, dict[str, float]] = {}
     try:
@@ -227,9 +241,9 @@ def main() -> None:
             def sqlite() -> Iterator[str]:
                 yield f"sqlite:///{folder / f'hub-{next(counter)}.db'}"
 
-            results["sqlite"] = run("sqlite", sqlite, None, args.messages, folder, consumers)
+            results["sqlite"] = run("sqlite", sqlite, None, args.messages, folder, modes)
         if args.backend in ("all", "postgresql"):
-            results["postgresql"] = run("postgresql", postgres, RABBITMQ, args.messages, folder, consumers)
+            results["postgresql"] = run("postgresql", postgres, RABBITMQ, args.messages, folder, modes)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     for backend, figures in results.items():

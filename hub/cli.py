@@ -23,6 +23,8 @@ from hub.envelope.examples import KINDS, example
 from hub.envelope.rules import MessageTypePolicy
 from hub.envelope.validation import validate_envelope
 from hub.errors import ConfigError, Rejected, Unavailable
+from hub.outbound.commands import provider_group
+from hub.outbound.push_command import push_command
 from hub.routing.commands import recipients_group
 from hub.safexml import DEFAULT_LIMITS, parse
 from hub.signing.keys import (
@@ -219,6 +221,7 @@ cli.add_command(broker_group)
 cli.add_command(relay_command)
 cli.add_command(dlq_group)
 cli.add_command(recipients_group)
+cli.add_command(provider_group)
 
 
 @keys.command("token")
@@ -277,6 +280,9 @@ def worker() -> None:
     """Long-running consumers (one process each; run as many as the load needs)."""
 
 
+worker.add_command(push_command)  # hub worker push: deliveries and acknowledgements by webhook
+
+
 @worker.command("inbound")
 @refusals_exit
 def worker_inbound() -> None:
@@ -296,7 +302,7 @@ def worker_inbound() -> None:
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"accepting envelopes from hub.submit on {settings.broker_url.split('@')[-1]}")
     try:
-        door.run(stop)
+        door.run(stop, backoff=settings.redelivery)
     finally:
         door.close()
         runtime.close()
@@ -304,21 +310,32 @@ def worker_inbound() -> None:
 
 @worker.command("routing")
 @click.option(
-    "--consumers",
-    type=click.IntRange(1, 256),
-    default=16,
+    "--batch",
+    "batch_size",
+    type=click.IntRange(1, 1000),
+    default=100,
     show_default=True,
-    help="Consumer threads (each its own connection); their messages are routed together, one commit per batch.",
+    help="Messages routed together (one query per table, one commit); 1 = one by one.",
 )
 @click.option(
-    "--prefetch", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Unacked messages per consumer."
+    "--consumers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Consumer threads, each its own connection (with --batch 1, their messages are routed together).",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Unacked messages per consumer  [default: twice --batch; 10 with --batch 1]",
 )
 @click.option(
     "--linger-ms",
     type=click.FloatRange(0, 100),
     default=2.0,
     show_default=True,
-    help="How long a batch waits for the other consumers' messages before it is routed.",
+    help="With --batch 1 and several consumers: how long a batch waits for the other consumers' messages.",
 )
 @click.option(
     "--check-every",
@@ -328,7 +345,7 @@ def worker_inbound() -> None:
     help="Seconds between checks of providers.yaml and routing.yaml for changes.",
 )
 @refusals_exit
-def worker_routing(consumers: int, prefetch: int, linger_ms: float, check_every: float) -> None:
+def worker_routing(batch_size: int, consumers: int, prefetch: int | None, linger_ms: float, check_every: float) -> None:
     """The routing stage: route accepted messages from hub.routing to the providers' queues."""
     import signal
     import threading
@@ -360,18 +377,70 @@ def worker_routing(consumers: int, prefetch: int, linger_ms: float, check_every:
         Directory(sessions),
         source,
         parse_limits=ParseLimits(max_bytes=settings.max_envelope_bytes),
-        linger=linger_ms / 1000 if consumers > 1 else 0.0,
+        linger=linger_ms / 1000 if consumers > 1 and batch_size == 1 else 0.0,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(
         f"routing from hub.routing on {settings.broker_url.split('@')[-1]}: "
-        f"{len(rules.rules)} rules, providers {', '.join(providers.ids())}; {consumers} consumers"
+        f"{len(rules.rules)} rules, providers {', '.join(providers.ids())}; "
+        f"{consumers} consumer(s), batches of up to {batch_size}"
+    )
+    if prefetch is None and batch_size == 1:
+        prefetch = 10
+    try:
+        routing.run(
+            settings.broker_url,
+            stop,
+            prefetch=prefetch,
+            consumers=consumers,
+            batch_size=batch_size,
+            backoff=settings.redelivery,
+        )
+    finally:
+        engine.dispose()
+
+
+@worker.command("subscriptions")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Unacked messages (each up to 1,000 changes).",
+)
+@refusals_exit
+def worker_subscriptions(prefetch: int) -> None:
+    """Providers' recipient directory changes published to hub.subscriptions: applied, answered to reply_to."""
+    import signal
+    import threading
+
+    from hub.routing.directory import Directory
+    from hub.routing.subscriptions_amqp import SubscriptionsConsumer, provider_tokens
+    from hub.settings import load_settings
+    from hub.store.db import make_engine, session_factory
+
+    settings = load_settings()
+    if settings.broker_url.startswith("memory:"):
+        click.echo("warning: memory:// is in-process: this worker sees no other process's messages", err=True)
+    tokens = provider_tokens(settings)  # a bad providers.yaml stops the worker now, with the file and the line
+    with_tokens = sorted(provider for provider, hashes in tokens.items() if hashes)
+    if not with_tokens:
+        click.echo("warning: no provider has an api_token_sha256 in providers.yaml: every message is refused", err=True)
+    engine = make_engine(settings.effective_database_url)
+    consumer = SubscriptionsConsumer(Directory(session_factory(engine)), tokens, settings.broker_url)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(
+        f"applying directory changes from hub.subscriptions on {settings.broker_url.split('@')[-1]}: "
+        f"providers with a token: {', '.join(with_tokens) or 'none'}"
     )
     try:
-        routing.run(settings.broker_url, stop, prefetch=prefetch, consumers=consumers)
+        consumer.run(stop, prefetch=prefetch)
     finally:
+        consumer.close()
         engine.dispose()
 
 
@@ -434,6 +503,89 @@ def _directory_lookup(settings: Settings, facts: MessageFacts) -> Recipient | No
         return None
     finally:
         engine.dispose()
+
+
+@cli.command("run")
+@click.option("--no-http", is_flag=True, help="Run the workers only (another process serves HTTP: hub serve).")
+@refusals_exit
+def run_command(no_http: bool) -> None:
+    """Every stage of the hub in one process: HTTP doors, relay, routing, acknowledgements, forwarding."""
+    import signal
+
+    from hub.runtime import build_runtime
+    from hub.service import Service
+    from hub.settings import load_settings
+    from hub.store.db import make_engine, upgrade
+
+    settings = load_settings()
+    if not settings.database_url:  # the embedded default: the SQLite file is created and migrated here
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(make_engine(settings.effective_database_url))
+    service = Service(build_runtime(settings), http=not no_http)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop_event.set())
+    service.start()
+    where = "" if no_http else f"; HTTP on {settings.http_host}:{settings.http_port}"
+    click.echo(f"hub running on {settings.broker_url.split('@')[-1]}{where} (Ctrl-C stops it)")
+    try:
+        service.wait()
+    finally:
+        service.runtime.close()
+
+
+@worker.command("acks")
+@refusals_exit
+def worker_acks() -> None:
+    """Providers' acknowledgements from hub.acks: verified, applied, audited."""
+    import signal
+    import threading
+
+    from hub.broker.consumer import consume
+    from hub.outbound.intake import MAX_ACK_BYTES, AckIntake
+    from hub.routing.worker import RoutingSource
+    from hub.safexml import ParseLimits
+    from hub.settings import load_settings
+    from hub.store.db import make_engine, session_factory
+
+    settings = load_settings()
+    source = RoutingSource(settings.config_dir)
+    engine = make_engine(settings.effective_database_url)
+    intake = AckIntake(
+        session_factory(engine), lambda: source.current()[0], parse_limits=ParseLimits(max_bytes=MAX_ACK_BYTES)
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"applying acknowledgements from hub.acks on {settings.broker_url.split('@')[-1]}")
+    try:
+        consume(settings.broker_url, "hub.acks", intake.handle, stop=stop, backoff=settings.redelivery)
+    finally:
+        engine.dispose()
+
+
+@worker.command("forward")
+@refusals_exit
+def worker_forward() -> None:
+    """Events -> acknowledgements signed by the hub, on the senders' queues (sender.<id>.acks)."""
+    import signal
+    import threading
+
+    from hub.outbound.forwarding import Forwarder
+    from hub.runtime import build_runtime
+    from hub.settings import load_settings
+    from hub.signing.signer import Signer
+
+    settings = load_settings()
+    runtime = build_runtime(settings)
+    forwarder = Forwarder(runtime.sessions, Signer(runtime.hub_keys), runtime.directory)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo("forwarding events to senders' queues (the relay publishes them)")
+    try:
+        forwarder.run_forever(stop)
+    finally:
+        runtime.close()
 
 
 @cli.command("send")

@@ -59,6 +59,14 @@ class ErrorCode(StrEnum):
     MESSAGE_NOT_FOUND = "MESSAGE_NOT_FOUND"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    # Acknowledgements and replies (from providers)
+    ACK_EVENT_NOT_ALLOWED = "ACK_EVENT_NOT_ALLOWED"
+    ACK_UNKNOWN_DELIVERY = "ACK_UNKNOWN_DELIVERY"
+    ACK_NOT_YOURS = "ACK_NOT_YOURS"
+    REPLY_ALREADY_GIVEN = "REPLY_ALREADY_GIVEN"
+    REPLY_NOT_ALLOWED = "REPLY_NOT_ALLOWED"
+    # Outbound pushes (webhooks): the receiver refused a push for good (a 4xx other than 408, 425, 429)
+    PUSH_REFUSED = "PUSH_REFUSED"
     # Not a refusal of the input: the hub cannot serve now (HTTP 503); retry later.
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 

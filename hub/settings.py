@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hub.broker.connection import RetryPolicy
 from hub.configfile import load_toml
 from hub.errors import ConfigError
 
@@ -25,6 +26,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "broker": {"url": "memory://", "confirm_timeout_s": 10.0, "relay_batch": 500},
     "signing": {"key": "", "certificate": ""},  # empty: a hub key created in data_dir on first start
     "limits": {"max_envelope_bytes": 15 * 1024 * 1024, "max_batch": 1000, "max_batch_bytes": 64 * 1024 * 1024},
+    "retry": {"attempts": 8, "first_delay_s": 1.0, "factor": 2.5, "max_delay_s": 300.0, "jitter": 0.2},
     "http": {
         "host": "127.0.0.1",
         "port": 8080,
@@ -51,6 +53,11 @@ class Settings:
     max_envelope_bytes: int = 15 * 1024 * 1024
     max_batch: int = 1000
     max_batch_bytes: int = 64 * 1024 * 1024
+    retry_attempts: int = 8
+    retry_first_delay_s: float = 1.0
+    retry_factor: float = 2.5
+    retry_max_delay_s: float = 300.0
+    retry_jitter: float = 0.2
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     http_workers: int = 2
@@ -63,6 +70,18 @@ class Settings:
     @property
     def senders_file(self) -> Path:
         return self.config_dir / "senders.yaml"
+
+    @property
+    def redelivery(self) -> RetryPolicy:
+        """How the consume loops retry a message that failed for a transient reason (``[retry]``)."""
+        return RetryPolicy(
+            attempts=self.retry_attempts,
+            start=self.retry_first_delay_s,
+            factor=self.retry_factor,
+            step=0.0,
+            max=self.retry_max_delay_s,
+            jitter=self.retry_jitter,
+        )
 
     @property
     def effective_database_url(self) -> str:
@@ -87,6 +106,21 @@ def _coerce(value: str, like: Any, name: str) -> Any:
     return value
 
 
+def retry_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What is wrong with a ``[retry]`` section (the key and why), or None: a policy the consume loops can use."""
+    if not 1 <= values["attempts"] <= 100:
+        return "attempts", f"must be between 1 and 100, not {values['attempts']}"
+    if values["first_delay_s"] < 0:
+        return "first_delay_s", "must be at least 0"
+    if values["max_delay_s"] < values["first_delay_s"]:
+        return "max_delay_s", f"must be at least first_delay_s ({values['first_delay_s']})"
+    if values["factor"] < 1:
+        return "factor", f"must be at least 1 (1 = the same wait each time), not {values['factor']}"
+    if not 0 <= values["jitter"] <= 1:
+        return "jitter", f"must be between 0 and 1 (a fraction of each wait), not {values['jitter']}"
+    return None
+
+
 def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     folder = Path(config_dir or env.get("HUB_CONFIG_DIR") or "config")
@@ -102,6 +136,8 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
             part.finish()
             if section_name == "hub" and merged["hub"]["environment"] not in ENVIRONMENTS:
                 raise part.error(f"must be INT or PROD, not {merged['hub']['environment']!r}", "environment")
+            if section_name == "retry" and (problem := retry_problem(merged["retry"])):
+                raise part.error(problem[1], problem[0])
         top.finish()
     known = {
         ("HUB_" + key if section == "hub" else f"HUB_{section}_{key}").upper(): (section, key)
@@ -112,6 +148,8 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         if name in known:
             section_name, key = known[name]
             merged[section_name][key] = _coerce(value, DEFAULTS[section_name][key], name)
+    if problem := retry_problem(merged["retry"]):
+        raise ConfigError(f"[retry] {problem[0]} {problem[1]} (after the HUB_RETRY_* variables)")
 
     def path_or_none(value: str) -> Path | None:
         return None if not value else (Path(value) if Path(value).is_absolute() else folder / value)
@@ -131,6 +169,11 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         max_envelope_bytes=int(merged["limits"]["max_envelope_bytes"]),
         max_batch=int(merged["limits"]["max_batch"]),
         max_batch_bytes=int(merged["limits"]["max_batch_bytes"]),
+        retry_attempts=int(merged["retry"]["attempts"]),
+        retry_first_delay_s=float(merged["retry"]["first_delay_s"]),
+        retry_factor=float(merged["retry"]["factor"]),
+        retry_max_delay_s=float(merged["retry"]["max_delay_s"]),
+        retry_jitter=float(merged["retry"]["jitter"]),
         http_host=str(merged["http"]["host"]),
         http_port=int(merged["http"]["port"]),
         http_workers=int(merged["http"]["workers"]),

@@ -837,9 +837,18 @@ def test_the_built_in_defaults_are_the_settings_class_defaults(tmp_path):
         pytest.param(
             'environment = "INT"\n',
             1,
-            ["unknown key 'environment'; known keys: broker, database, http, hub, limits, signing"],
+            ["unknown key 'environment'; known keys: broker, database, http, hub, limits, retry, signing"],
             id="key-outside-a-section",
         ),
+        pytest.param("[retry]\nattempts = 0\n", 2, ["retry.attempts: must be between 1 and 100, not 0"], id="no-try"),
+        pytest.param(
+            "[retry]\nfirst_delay_s = 10\nmax_delay_s = 5\n",
+            3,
+            ["retry.max_delay_s: must be at least first_delay_s (10)"],
+            id="max-below-first",
+        ),
+        pytest.param("[retry]\nfactor = 0.5\n", 2, ["retry.factor: must be at least 1"], id="shrinking-waits"),
+        pytest.param("[retry]\njitter = 2\n", 2, ["retry.jitter: must be between 0 and 1"], id="jitter"),
         pytest.param(
             '[hub]\nenvironment = "INT"\n\n[http]\nport = "8443"\n',
             5,
@@ -1094,3 +1103,19 @@ def test_hub_serve_with_the_shipped_configuration_gets_as_far_as_the_server(run_
     (settings,) = served
     assert (settings.config_dir, settings.http_port, settings.environment) == (shipped, 8181, "PROD")
     assert (tmp_path / "var/hub.db").exists()
+
+
+def test_the_retry_policy_comes_from_hub_toml_and_hub_retry_variables(tmp_path):
+    # Given the shipped defaults: eight tries, waits from 1 s growing 2.5 times, at most 5 minutes
+    policy = load_settings(tmp_path, environ={}).redelivery
+    assert (policy.attempts, policy.start, policy.factor, policy.max, policy.jitter) == (8, 1.0, 2.5, 300.0, 0.2)
+    # When an operator shortens it in hub.toml and a variable overrides one key
+    write(tmp_path, "[retry]\nattempts = 4\nfirst_delay_s = 0.5\nfactor = 2\n", "hub.toml")
+    policy = load_settings(tmp_path, environ={"HUB_RETRY_MAX_DELAY_S": "3"}).redelivery
+    # Then the consume loops wait 0.5, 1, 2 s between the four tries, never more than 3 s (before jitter)
+    assert policy.attempts == 4 and policy.max == 3.0
+    for failures, wait in ((1, 0.5), (2, 1.0), (3, 2.0), (6, 3.0)):
+        assert wait <= policy.delay(failures) <= wait * 1.2, failures
+    # And a variable that makes the policy impossible is refused at start
+    with pytest.raises(ConfigError, match=r"jitter must be between 0 and 1"):
+        load_settings(tmp_path, environ={"HUB_RETRY_JITTER": "5"})

@@ -43,14 +43,21 @@ def test_ci_runs_the_readme_test_command():
     assert "grep -E \"^pip install -e '\\.\\[test\\]' && \" README.md" in script
 
 
-def test_demo_accepts_every_kind_and_refuses_every_forgery(tmp_path):
+def test_the_demo_runs_the_whole_loop_on_the_embedded_default(tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--keep", str(tmp_path / "d")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert result.output.count("accepted:") == 7
+    assert result.output.count("accepted: receipt") == 8
     for code in ("SIGNATURE_INVALID", "UNKNOWN_SIGNER", "SIGNATURE_MISSING", "XML_FORBIDDEN", "IBAN_INVALID"):
         assert f"refused {code}" in result.output
-    assert (tmp_path / "d/payment.signed.xml").exists()
-    assert "UNEXPECTED" not in result.output
+    assert "UNEXPECTED" not in result.output and "surprise" not in result.output
+    # the journeys: a reply to registered mail, paper for the citizen without digital post, a held delivery
+    assert re.search(r"registered .* replied .*replied@myebox", result.output)
+    assert re.search(r"letter, no digital post .* printed .*printed@paper", result.output)
+    assert "held until" in result.output
+    # every sender got its acknowledgements, AMQP or polling
+    assert re.search(r"social security +\d+ via queue sender\.0206731645\.acks .*replied 1", result.output)
+    assert re.search(r"tax administration +\d+ via GET /v1/acks feed", result.output)
+    assert (tmp_path / "d/var/hub.db").exists()
 
 
 def test_the_package_runs_without_the_shared_folder_or_the_repository():

@@ -21,7 +21,7 @@ import pytest
 
 from hub.broker import retry
 from hub.broker.connection import RetryPolicy, connect
-from hub.broker.consumer import Properties, consume
+from hub.broker.consumer import Incoming, Properties, consume, consume_batches
 from hub.broker.retry import (
     ATTEMPTS,
     CODE,
@@ -268,6 +268,86 @@ def test_nothing_is_lost_every_message_is_processed_or_dead(broker):
         )
     assert all(attempts[m] == (3 if kinds[m] == "flaky" else 1) for m in expect_ok)
     assert empty(broker, "hub.routing", "hub.routing.retry", "hub.dead")
+
+
+def run_batches(url: str, handler: Any, stop: threading.Event, backoff: RetryPolicy, size: int) -> threading.Thread:
+    worker = threading.Thread(
+        target=consume_batches,
+        args=(url, "hub.routing", handler),
+        kwargs={"stop": stop, "batch_size": size, "backoff": backoff, "reconnect": RECONNECT_FAST, "poll": 0.05},
+        daemon=True,
+    )
+    worker.start()
+    return worker
+
+
+def test_a_batch_consumer_settles_each_message_on_its_own_and_loses_none(broker):
+    """Batches: per-message outcomes, and a whole batch failing at once; every message processed once or dead."""
+    declared(broker)
+    rng = random.Random(20261126)
+    kinds = {f"m-{i}": rng.choice(["ok", "ok", "flaky", "refused", "bug"]) for i in range(60)}
+    for message_id in kinds:
+        publish(broker, "hub.route", "route", message_id.encode(), message_id=message_id)
+    processed: Counter[str] = Counter()
+    sizes: list[int] = []
+    outage = {"left": 1}
+    stop = threading.Event()
+
+    def handler(batch: list[Incoming]) -> list[BaseException | None]:
+        sizes.append(len(batch))
+        if outage["left"] and len(batch) > 1:  # the database is down for one whole batch: all retried
+            outage["left"] -= 1
+            raise Unavailable("the database cannot be reached")
+        outcomes: list[BaseException | None] = []
+        for item in batch:
+            kind = kinds[str(item.properties.message_id)]
+            if kind == "flaky" and item.properties.attempt < 2:
+                outcomes.append(Unavailable("down for a moment"))
+            elif kind == "refused":
+                outcomes.append(Rejected(ErrorCode.SCHEMA_INVALID, "no"))
+            elif kind == "bug":
+                outcomes.append(ZeroDivisionError("a bug"))
+            else:
+                processed[str(item.properties.message_id)] += 1
+                outcomes.append(None)
+        return outcomes
+
+    expect_ok = {m for m, k in kinds.items() if k in ("ok", "flaky")}
+    expect_dead = {m for m, k in kinds.items() if k in ("refused", "bug")}
+    worker = run_batches(broker, handler, stop, policy(3, 0.02), size=25)
+    try:
+        wait_for(lambda: set(processed) == expect_ok)
+        dead = drain(broker, "hub.dead", expect=len(expect_dead), limit=15)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert max(sizes) > 1, sizes  # messages were handled together
+    assert max(sizes) <= 25, sizes
+    assert outage["left"] == 0
+    assert all(count == 1 for count in processed.values())
+    assert sorted(d.message_id for d in dead) == sorted(expect_dead)
+    for letter in dead:
+        assert letter.headers[CODE] == ("SCHEMA_INVALID" if kinds[letter.message_id] == "refused" else "HANDLER_ERROR")
+    assert empty(broker, "hub.routing", "hub.routing.retry", "hub.dead")
+
+
+def test_a_batch_handler_answering_the_wrong_number_of_outcomes_retries_them_all(broker):
+    declared(broker)
+    for n in range(3):
+        publish(broker, "hub.route", "route", b"x", message_id=f"m-{n}")
+    calls: list[int] = []
+    stop = threading.Event()
+
+    def handler(batch: list[Incoming]) -> list[BaseException | None]:
+        calls.append(len(batch))
+        if sum(calls) >= 6:
+            stop.set()
+        return []  # a bug: no outcome at all
+
+    run_batches(broker, handler, stop, policy(2, 0.02), size=10).join(10)
+    dead = drain(broker, "hub.dead", expect=3, limit=10)
+    assert sorted(d.message_id for d in dead) == ["m-0", "m-1", "m-2"]
+    assert {d.headers[CODE] for d in dead} == {"HANDLER_ERROR"}
 
 
 def test_when_the_retry_cannot_be_published_the_original_is_requeued_not_lost(broker, monkeypatch):

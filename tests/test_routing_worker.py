@@ -538,7 +538,9 @@ def test_several_consumer_threads_route_everything_once(stage):
     ids = [stage.submit(sender_message_id=f"CONSUMERS-{i}")[0] for i in range(40)]
     assert stage.relay() == 40
     stop = threading.Event()
-    runner = threading.Thread(target=stage.worker.run, args=(stage.url, stop), kwargs={"consumers": 4}, daemon=True)
+    runner = threading.Thread(
+        target=stage.worker.run, args=(stage.url, stop), kwargs={"consumers": 4, "batch_size": 1}, daemon=True
+    )
     runner.start()
     try:
         deadline = time.monotonic() + 30
@@ -551,6 +553,58 @@ def test_several_consumer_threads_route_everything_once(stage):
     assert len(stage.deliveries()) == 80 and all(stage.message(m).state == "routed" for m in ids)
     assert stage.relay() == 80
     assert len(stage.queue("myebox", expect=40)) == 40
+
+
+def test_the_batch_consumer_routes_the_good_messages_and_dead_letters_only_the_bad_ones(stage):
+    """``hub worker routing``'s default: batches of what the broker pushed, each message settled on its own."""
+    stage.reads_with(ex.CITIZEN_A, "myebox", "doccle")
+    ids = [stage.submit(sender_message_id=f"BATCH-{i}")[0] for i in range(30)]
+    publish(stage.url, "hub.route", "route", json.dumps({"message_id": "no-such-message"}).encode(), message_id="x-1")
+    publish(stage.url, "hub.route", "route", b"not json", message_id="x-2")
+    assert stage.relay() == 30
+    batches: list[int] = []
+    route_many = stage.worker.route_many
+
+    def counting(message_ids):  # type: ignore[no-untyped-def]
+        batches.append(len(message_ids))
+        return route_many(message_ids)
+
+    stage.worker.route_many = counting  # type: ignore[method-assign]
+    stop = threading.Event()
+    runner = threading.Thread(target=stage.worker.run, args=(stage.url, stop), kwargs={"batch_size": 50}, daemon=True)
+    runner.start()
+    try:
+        dead = drain(stage.url, "hub.dead", expect=2, limit=20)
+        deadline = time.monotonic() + 20
+        while len(stage.deliveries()) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        runner.join(20)
+    assert all(stage.message(m).state == "routed" for m in ids)
+    assert len(stage.deliveries()) == 60
+    assert max(batches) > 1, batches  # routed together
+    assert sorted((d.message_id, d.headers["x-hub-code"]) for d in dead) == [
+        ("x-1", "MESSAGE_NOT_FOUND"),
+        ("x-2", "SCHEMA_INVALID"),
+    ]
+    assert stage.relay() == 60
+
+
+def test_a_delivery_refers_to_the_stored_envelope_and_is_dropped_if_it_was_removed_first(stage):
+    stage.reads_with(ex.CITIZEN_A, "myebox", "doccle")
+    kept, data = stage.submit(sender_message_id="KEPT")
+    removed, _ = stage.submit(sender_message_id="REMOVED")
+    assert stage.relay() == 2 and stage.route(2) == [None, None]
+    rows = stage.unsent_deliveries()
+    assert len(rows) == 4 and all(row.body is None for row in rows)  # no copy of the envelope per provider
+    with stage.sessions() as session:
+        session.execute(update(Message).where(Message.id == removed).values(envelope=None))
+        session.commit()
+    assert stage.relay() == 4  # all four settled: two published, two with nothing left to publish
+    got = stage.queue("myebox", expect=1)
+    assert [(g.headers["hub-message-id"], g.body) for g in got] == [(kept, data)]
+    assert stage.unsent_deliveries() == []
 
 
 @RABBITMQ_ONLY

@@ -27,6 +27,13 @@ publish fails, the original is requeued and the loop reconnects. Decisions and h
 
 Delivery is at-least-once (a crash after the effect and before the ack delivers the
 message again, ``redelivered`` set), so handlers de-duplicate, e.g. by ``message_id``.
+
+Batches (``consume_batches``): a stage whose effect is cheaper in bulk (one query and one
+commit for many messages) takes what the broker has already pushed (up to ``batch_size``;
+it never waits for more than is there) and gets them in one call. The batch handler returns
+one outcome per message, ``None`` (done: acked) or the exception that message failed with
+(settled as above, on its own: one bad message does not sink the others); when the batch
+handler itself raises, every message of the batch is settled with that exception.
 A lost connection is retried with the reconnect policy until ``stop`` is set.
 """
 
@@ -38,7 +45,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +71,8 @@ log = logging.getLogger("hub.broker")
 HANDLER_BACKOFF = REDELIVERY
 """The default redelivery policy of the consume loop (``hub.broker.retry.REDELIVERY``)."""
 RECONNECT = RetryPolicy(start=0.5, step=1.0, max=10.0, jitter=0.1)
+GATHER = 0.001
+"""Seconds a batch consumer waits for one more message already on its way before handling the batch."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,19 @@ class Properties:
 
 
 Handler = Callable[[bytes, dict[str, Any], Properties], None]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message of a batch, as a batch handler sees it."""
+
+    body: bytes
+    headers: dict[str, Any]
+    properties: Properties
+
+
+BatchHandler = Callable[[Sequence[Incoming]], Sequence[BaseException | None]]
+"""Takes a batch; returns one outcome per message, in order: ``None`` (done) or what it failed with."""
 
 
 def _properties(message: Message) -> Properties:
@@ -110,11 +132,27 @@ def _body(message: Message) -> bytes:
     return bytes(body)
 
 
+def _no_handler(body: bytes, headers: dict[str, Any], properties: Properties) -> None:
+    raise AssertionError("a batch consumer hands messages to its batch handler")
+
+
 class _Dispatch:
     """Calls the handler for one message and settles it: ack, retry later, or dead-letter."""
 
-    def __init__(self, handler: Handler, queue_name: str, policy: RetryPolicy, publisher: Republisher) -> None:
-        self.handler, self.queue_name, self.policy, self.publisher = handler, queue_name, policy, publisher
+    def __init__(
+        self,
+        handler: Handler | None,
+        queue_name: str,
+        policy: RetryPolicy,
+        publisher: Republisher,
+        *,
+        batch_handler: BatchHandler | None = None,
+        batch_size: int = 1,
+    ) -> None:
+        self.handler = handler or _no_handler
+        self.queue_name, self.policy, self.publisher = queue_name, policy, publisher
+        self.batch_handler, self.batch_size = batch_handler, max(1, batch_size)
+        self._batch: list[Message] = []
         self.in_process = False
         """The transport has no TTL nor dead-lettering (``memory://``): this loop holds the waiting copies."""
         self._waiting: list[tuple[float, int, Copy]] = []
@@ -126,33 +164,74 @@ class _Dispatch:
     def __call__(self, message: Message) -> None:
         if self.suspended:
             return
+        if self.batch_handler is not None:
+            self._batch.append(message)  # handled by ``flush``, with the others the broker pushed meanwhile
+            return
         properties = _properties(message)
         headers = dict(message.headers or {})
         body = _body(message)
         try:
             self.handler(body, headers, properties)
         except Exception as exc:
-            outcome = decide(exc, properties.attempt, self.policy)
-            if not isinstance(exc, HubError):
-                log.exception(
-                    "%s: the handler failed on %s (attempt %d)",
-                    self.queue_name,
-                    properties.message_id,
-                    properties.attempt,
-                )
-            copy = Copy.of(
-                body,
-                headers,
-                message.properties or {},
-                content_type=message.content_type,
-                content_encoding=message.content_encoding,
-            )
-            self._settle(message, properties, copy, outcome)
+            self._failed(message, body, headers, properties, exc)
         except BaseException:
             message.requeue()
             raise
         else:
             message.ack()
+
+    @property
+    def batch_full(self) -> bool:
+        return len(self._batch) >= self.batch_size
+
+    def flush(self) -> None:
+        """Batches: hand the messages collected so far to the batch handler, then settle each."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        incoming = [Incoming(_body(m), dict(m.headers or {}), _properties(m)) for m in batch]
+        assert self.batch_handler is not None
+        try:
+            outcomes: Sequence[BaseException | None] = self.batch_handler(incoming)
+            if len(outcomes) != len(incoming):
+                raise RuntimeError(f"the batch handler returned {len(outcomes)} outcomes for {len(incoming)} messages")
+        except Exception as exc:  # the whole batch failed (an outage, most often): each is settled with it
+            outcomes = [exc] * len(incoming)
+        except BaseException:
+            for message in batch:
+                with contextlib.suppress(Exception):
+                    message.requeue()
+            raise
+        for message, item, outcome in zip(batch, incoming, outcomes, strict=True):
+            if outcome is None:
+                message.ack()
+            else:
+                self._failed(message, item.body, item.headers, item.properties, outcome)
+
+    def drop_batch(self) -> None:
+        """The connection is gone: the broker requeues what was collected (never acked)."""
+        self._batch = []
+
+    def _failed(
+        self, message: Message, body: bytes, headers: dict[str, Any], properties: Properties, exc: BaseException
+    ) -> None:
+        outcome = decide(exc, properties.attempt, self.policy)
+        if not isinstance(exc, HubError):
+            log.error(
+                "%s: the handler failed on %s (attempt %d)",
+                self.queue_name,
+                properties.message_id,
+                properties.attempt,
+                exc_info=exc,
+            )
+        copy = Copy.of(
+            body,
+            headers,
+            message.properties or {},
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+        )
+        self._settle(message, properties, copy, outcome)
 
     def _settle(self, message: Message, properties: Properties, copy: Copy, outcome: Retry | Dead) -> None:
         """Publish the retry or dead copy, then ack the original; if the copy cannot be published, requeue it."""
@@ -225,8 +304,50 @@ def consume(
     The queue, its retry queue and ``hub.dead`` must exist (``hub broker declare``); a
     missing one is a ``ConfigError``.
     """
-    publisher = Republisher(connection_url, options=options)
-    dispatch = _Dispatch(handler, queue_name, backoff, publisher)
+    dispatch = _Dispatch(handler, queue_name, backoff, Republisher(connection_url, options=options))
+    _run(connection_url, queue_name, dispatch, prefetch, stop, reconnect, options, poll)
+
+
+def consume_batches(
+    connection_url: str,
+    queue_name: str,
+    handler: BatchHandler,
+    *,
+    batch_size: int = 100,
+    prefetch: int | None = None,
+    stop: threading.Event,
+    backoff: RetryPolicy = HANDLER_BACKOFF,
+    reconnect: RetryPolicy = RECONNECT,
+    options: ConnectionOptions = DEFAULT_OPTIONS,
+    poll: float = 0.25,
+) -> None:
+    """``consume``, handing ``handler`` up to ``batch_size`` messages at a time (see the module's doc).
+
+    A batch is what the broker pushed before the handler is free again: the loop never waits
+    to fill one, so a lone message is handled at once. ``prefetch`` (default: twice
+    ``batch_size``) lets the broker push the next batch while this one is handled.
+    """
+    dispatch = _Dispatch(
+        None,
+        queue_name,
+        backoff,
+        Republisher(connection_url, options=options),
+        batch_handler=handler,
+        batch_size=batch_size,
+    )
+    _run(connection_url, queue_name, dispatch, prefetch or 2 * batch_size, stop, reconnect, options, poll)
+
+
+def _run(
+    connection_url: str,
+    queue_name: str,
+    dispatch: _Dispatch,
+    prefetch: int,
+    stop: threading.Event,
+    reconnect: RetryPolicy,
+    options: ConnectionOptions,
+    poll: float,
+) -> None:
     outages = 0
     try:
         while not stop.is_set():
@@ -238,6 +359,7 @@ def consume(
                         _consume_on(connection, queue_name, dispatch, prefetch, stop, poll)
                         outages = 0
                 finally:
+                    dispatch.drop_batch()
                     _release(connection)
             except Unavailable as exc:
                 outages += 1
@@ -248,7 +370,7 @@ def consume(
         try:
             dispatch.release_due(everything=True)
         finally:
-            publisher.close()
+            dispatch.publisher.close()
 
 
 def _check_queues(connection: Connection, queue_name: str) -> None:
@@ -292,6 +414,9 @@ def _consume_on(
             due = dispatch.due_in()
             with contextlib.suppress(TimeoutError):  # nothing arrived within the timeout
                 connection.drain_events(timeout=poll if due is None else min(poll, max(due, 0.001)))
+                while dispatch.batch_handler is not None and not dispatch.batch_full:
+                    connection.drain_events(timeout=GATHER)  # what the broker pushed already joins the batch
+            dispatch.flush()
             dispatch.release_due()
             connection.heartbeat_check()
     finally:

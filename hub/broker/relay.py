@@ -18,6 +18,10 @@ the whole batch and then waits for the broker's (usually cumulative) acks. Messa
 published ``mandatory``: one that no queue would take (e.g. to a provider whose queue
 was never declared) comes back, is logged, and its row stays unsent rather than being
 marked sent and lost. The in-process transport checks routability through its bindings.
+
+A row without a body of its own (a delivery) publishes the stored envelope of its
+``message_id``, read in the same claim; if retention removed that envelope first, the row is
+marked sent without publishing, with a warning (there is nothing left to deliver).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Any, Protocol
 import amqp  # type: ignore[import-untyped]
 import amqp.exceptions  # type: ignore[import-untyped]
 from kombu import Connection, Producer
-from sqlalchemy import select, update
+from sqlalchemy import func, outerjoin, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.broker.connection import (
@@ -51,7 +55,7 @@ from hub.broker.connection import (
 from hub.broker.topology import MAX_PRIORITY, declare
 from hub.errors import Unavailable
 from hub.store.db import unavailable_on_outage
-from hub.store.models import OutboxEntry
+from hub.store.models import Message, OutboxEntry
 
 log = logging.getLogger("hub.broker")
 
@@ -100,6 +104,13 @@ class OutboxMessage:
             headers=headers,
             priority=max(0, min(MAX_PRIORITY, int(row.priority or 0))),
         )
+
+
+@dataclass(frozen=True)
+class Gone:
+    """An outbox row that refers to its message's envelope, which retention removed: nothing to publish."""
+
+    row_id: int
 
 
 class Publisher(Protocol):
@@ -313,7 +324,7 @@ class OutboxRelay:
 
     # -- the database side -----------------------------------------------------------------
 
-    def _claim(self, session: Session) -> list[OutboxMessage]:
+    def _claim(self, session: Session) -> list[OutboxMessage | Gone]:
         """The next unsent rows that are due; on PostgreSQL locked until this transaction ends.
 
         Held rows (``not_before``) whose time has come go first, by that time; then rows
@@ -324,14 +335,15 @@ class OutboxRelay:
             OutboxEntry.id,
             OutboxEntry.exchange,
             OutboxEntry.routing_key,
-            OutboxEntry.body,
+            func.coalesce(OutboxEntry.body, Message.envelope).label("body"),
             OutboxEntry.headers,
             OutboxEntry.priority,
         )
         postgres = session.get_bind().dialect.name == "postgresql"
+        # A row without a body of its own publishes its message's stored envelope (a delivery).
+        rows_of = select(*columns).select_from(outerjoin(OutboxEntry, Message, OutboxEntry.message_id == Message.id))
         due = (
-            select(*columns)
-            .where(
+            rows_of.where(
                 OutboxEntry.sent_at.is_(None),
                 OutboxEntry.not_before.is_not(None),
                 OutboxEntry.not_before <= self.clock(),
@@ -340,21 +352,22 @@ class OutboxRelay:
             .limit(self.batch)
         )
         if postgres:
-            due = due.with_for_update(skip_locked=True)
+            due = due.with_for_update(skip_locked=True, of=OutboxEntry)
         rows = list(session.execute(due).all())
         if len(rows) < self.batch:
             ready = (
-                select(*columns)
-                .where(OutboxEntry.sent_at.is_(None), OutboxEntry.not_before.is_(None))
+                rows_of.where(OutboxEntry.sent_at.is_(None), OutboxEntry.not_before.is_(None))
                 .order_by(OutboxEntry.id)
                 .limit(self.batch - len(rows))
             )
             if postgres:
-                ready = ready.with_for_update(skip_locked=True)
+                ready = ready.with_for_update(skip_locked=True, of=OutboxEntry)
             rows += session.execute(ready).all()
         if not postgres:
             session.commit()  # SQLite: hold no read snapshot while publishing
-        return [OutboxMessage.of(row) for row in rows]
+        return [OutboxMessage.of(row) for row in rows if row.body is not None] + [
+            Gone(row.id) for row in rows if row.body is None
+        ]
 
     def _mark_sent(self, session: Session, row_ids: Sequence[int], at: datetime) -> None:
         session.execute(
@@ -374,12 +387,19 @@ class OutboxRelay:
         """
         publisher = self._connected()
         with unavailable_on_outage(), self.sessions() as session:
-            messages = self._claim(session)
-            if not messages:
+            claimed = self._claim(session)
+            if not claimed:
                 return 0
+            messages = [m for m in claimed if isinstance(m, OutboxMessage)]
+            withdrawn = [m.row_id for m in claimed if isinstance(m, Gone)]
+            if withdrawn:  # their envelope was removed (retention) before they could go out
+                log.warning(
+                    "relay: %d outbox rows refer to an envelope that was removed; not published", len(withdrawn)
+                )
+                self._mark_sent(session, withdrawn, self.clock())
             try:
                 with broker_errors("the broker"):
-                    confirmed = publisher.publish(messages)
+                    confirmed = publisher.publish(messages) if messages else []
             except Unavailable:
                 self.close()
                 raise
@@ -388,7 +408,7 @@ class OutboxRelay:
             session.commit()
         if len(confirmed) < len(messages):
             log.warning("relay: %d of %d outbox rows stay unsent", len(messages) - len(confirmed), len(messages))
-        return len(confirmed)
+        return len(confirmed) + len(withdrawn)
 
     def run_forever(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
         """Relay until ``stop`` is set; an outage is logged and retried with the back-off policy."""

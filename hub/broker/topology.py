@@ -1,12 +1,13 @@
 """The broker topology of the architecture note, as data: exchanges, queues, bindings.
 
-    exchange      type    routing key      queue                 kind
-    hub.submit    direct  ``submit``       hub.inbound           quorum
-    hub.route     direct  ``route``        hub.routing           classic, x-max-priority 9
-    hub.deliver   topic   ``<provider>``   provider.<provider>   classic, x-max-priority 9
-    hub.acks      direct  ``acks``         hub.acks              quorum
-    hub.notify    topic   ``<sender>``     sender.<sender>.acks  quorum
-    hub.dead      fanout  (any)            hub.dead              quorum
+    exchange           type    routing key          queue                 kind
+    hub.submit         direct  ``submit``           hub.inbound           quorum
+    hub.route          direct  ``route``            hub.routing           classic, x-max-priority 9
+    hub.deliver        topic   ``<provider>``       provider.<provider>   classic, x-max-priority 9
+    hub.acks           direct  ``acks``             hub.acks              quorum
+    hub.notify         topic   ``<sender>``         sender.<sender>.acks  quorum
+    hub.subscriptions  direct  ``subscriptions``    hub.subscriptions     quorum
+    hub.dead           fanout  (any)                hub.dead              quorum
 
 Every exchange and queue is durable, and publishers send persistent messages. Every work
 queue dead-letters into ``hub.dead`` (``x-dead-letter-exchange``); a fanout keeps the
@@ -24,24 +25,26 @@ Routing and delivery must let a high-priority message (``priority`` 0-9, see
 ``hub.routing`` and ``provider.*`` are classic queues with ``x-max-priority: 9`` (ten
 levels, matching the outbox's 0-9). Everything else is a quorum queue.
 
-Retry queues: every queue a hub stage consumes (``hub.inbound``, ``hub.routing``,
-``hub.acks``, ``provider.*``; not ``sender.*.acks``, which senders consume, nor
-``hub.dead``) has a ``<queue>.retry`` beside it, bound to no exchange (the consumer
-publishes to it through the default exchange). A message that failed for a transient
-reason waits there for its per-message TTL (``expiration``, the back-off delay), then
-RabbitMQ dead-letters it back to ``<queue>`` (``x-dead-letter-exchange`` "" and
-``x-dead-letter-routing-key`` ``<queue>``). Retry queues are quorum queues with
+Retry queues: every queue a hub stage may consume (``hub.inbound``, ``hub.routing``,
+``hub.acks``, ``hub.subscriptions``, ``provider.*``, and ``sender.*.acks``, which the hub
+pushes to webhook senders with ``hub worker push``; not ``hub.dead``) has a ``<queue>.retry``
+beside it, bound to no exchange (the consumer publishes to it through the default
+exchange). A message that failed for a transient reason waits there for its per-message
+TTL (``expiration``, the back-off delay), then RabbitMQ dead-letters it back to ``<queue>``
+(``x-dead-letter-exchange`` "" and ``x-dead-letter-routing-key`` ``<queue>``). Retry queues are quorum queues with
 ``x-dead-letter-strategy: at-least-once`` (and the ``x-overflow: reject-publish`` it needs):
 the broker keeps a message until the work queue has taken it, so the way back loses
 nothing. A message expires only at the head of its retry queue: it may wait longer than
 its own delay, behind one with a longer delay, but never longer than the policy's maximum.
 See ``hub.broker.retry``.
 
-    queue                 kind     dead-letters to
-    hub.inbound.retry     quorum   "" -> hub.inbound   (at-least-once)
-    hub.routing.retry     quorum   "" -> hub.routing   (idem; the message keeps its priority)
-    hub.acks.retry        quorum   "" -> hub.acks
-    provider.<id>.retry   quorum   "" -> provider.<id>
+    queue                     kind     dead-letters to
+    hub.inbound.retry         quorum   "" -> hub.inbound   (at-least-once)
+    hub.routing.retry         quorum   "" -> hub.routing   (idem; the message keeps its priority)
+    hub.acks.retry            quorum   "" -> hub.acks
+    hub.subscriptions.retry   quorum   "" -> hub.subscriptions
+    provider.<id>.retry       quorum   "" -> provider.<id>
+    sender.<id>.acks.retry    quorum   "" -> sender.<id>.acks
 
 The in-process ``memory://`` transport ignores queue arguments (no priorities, no
 dead-lettering, no TTL); the same declarations work on it, and the consume loop does
@@ -149,20 +152,24 @@ ROUTE = ExchangeSpec("hub.route", "direct")
 DELIVER = ExchangeSpec("hub.deliver", "topic")
 ACKS = ExchangeSpec("hub.acks", "direct")
 NOTIFY = ExchangeSpec("hub.notify", "topic")
+SUBSCRIPTIONS = ExchangeSpec("hub.subscriptions", "direct")
 DEAD = ExchangeSpec(DEAD_EXCHANGE, "fanout")
 
-EXCHANGES: tuple[ExchangeSpec, ...] = (SUBMIT, ROUTE, DELIVER, ACKS, NOTIFY, DEAD)
+EXCHANGES: tuple[ExchangeSpec, ...] = (SUBMIT, ROUTE, DELIVER, ACKS, NOTIFY, SUBSCRIPTIONS, DEAD)
 
 SUBMIT_KEY = "submit"
 ROUTE_KEY = "route"
 ACKS_KEY = "acks"
+SUBSCRIPTIONS_KEY = "subscriptions"
 
 INBOUND_QUEUE = QueueSpec("hub.inbound", SUBMIT, SUBMIT_KEY, retried=True)
 ROUTING_QUEUE = QueueSpec("hub.routing", ROUTE, ROUTE_KEY, QueueKind.PRIORITY, retried=True)
 ACKS_QUEUE = QueueSpec("hub.acks", ACKS, ACKS_KEY, retried=True)
+SUBSCRIPTIONS_QUEUE = QueueSpec("hub.subscriptions", SUBSCRIPTIONS, SUBSCRIPTIONS_KEY, retried=True)
+"""Providers' recipient directory changes (``hub worker subscriptions``, ``hub.routing.subscriptions_amqp``)."""
 DEAD_QUEUE = QueueSpec("hub.dead", DEAD, "", dead_letter=False)
 
-FIXED_QUEUES: tuple[QueueSpec, ...] = (INBOUND_QUEUE, ROUTING_QUEUE, ACKS_QUEUE, DEAD_QUEUE)
+FIXED_QUEUES: tuple[QueueSpec, ...] = (INBOUND_QUEUE, ROUTING_QUEUE, ACKS_QUEUE, SUBSCRIPTIONS_QUEUE, DEAD_QUEUE)
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
@@ -188,7 +195,7 @@ def provider_queue(provider_id: str) -> QueueSpec:
 
 
 def sender_queue(sender_id: str) -> QueueSpec:
-    return QueueSpec(f"sender.{sender_id}.acks", NOTIFY, notify_key(sender_id))
+    return QueueSpec(f"sender.{sender_id}.acks", NOTIFY, notify_key(sender_id), retried=True)
 
 
 def _with_retry(spec: QueueSpec) -> tuple[QueueSpec, ...]:

@@ -18,8 +18,9 @@ from typing import Any
 
 from kombu import Exchange, Producer
 
-from hub.broker.connection import connect
+from hub.broker.connection import RetryPolicy, connect
 from hub.broker.consumer import Properties, consume
+from hub.broker.retry import REDELIVERY
 from hub.broker.topology import notify_key
 from hub.errors import Rejected
 from hub.inbound.acceptance import Intake
@@ -101,5 +102,6 @@ class AmqpDoor:
                 retry=True,
             )
 
-    def run(self, stop: threading.Event, *, prefetch: int = 50) -> None:
-        consume(self.broker_url, INBOUND_QUEUE, self.handle, prefetch=prefetch, stop=stop)
+    def run(self, stop: threading.Event, *, prefetch: int = 50, backoff: RetryPolicy = REDELIVERY) -> None:
+        """Consume ``hub.submit``'s queue until ``stop``; ``backoff``: the redelivery policy (``[retry]``)."""
+        consume(self.broker_url, INBOUND_QUEUE, self.handle, prefetch=prefetch, stop=stop, backoff=backoff)

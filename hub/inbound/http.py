@@ -57,6 +57,11 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.DUPLICATE_MESSAGE_ID: 409,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.ACK_UNKNOWN_DELIVERY: 404,
+    ErrorCode.ACK_NOT_YOURS: 403,
+    ErrorCode.ACK_EVENT_NOT_ALLOWED: 422,
+    ErrorCode.REPLY_ALREADY_GIVEN: 409,
+    ErrorCode.REPLY_NOT_ALLOWED: 422,
 }
 
 
@@ -241,6 +246,7 @@ async def readyz(runtime: Runtime, request: Request) -> Response:
 
 def routes() -> list[Route]:
     from hub.inbound.soap import routes as soap_routes  # the SOAP door builds on this module: imported late
+    from hub.outbound.http import routes as ack_routes  # and the acknowledgements
     from hub.routing.directory_http import routes as directory_routes  # so does the recipient directory
 
     return [
@@ -251,6 +257,7 @@ def routes() -> list[Route]:
         Route("/readyz", _guarded(readyz), methods=["GET"]),
         *soap_routes(),
         *directory_routes(),
+        *ack_routes(),
     ]
 
 
@@ -272,7 +279,9 @@ def create_app() -> Starlette:
     if providers_file.exists():
         from hub.routing.providers import load_providers
 
-        app.state.provider_tokens = load_providers(providers_file).tokens()
+        catalog = load_providers(providers_file)
+        app.state.provider_tokens = catalog.tokens()
+        app.state.providers = catalog
     return app
 
 

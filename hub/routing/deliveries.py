@@ -9,7 +9,8 @@ a message is routed once whatever the broker redelivers:
 - ``deliveries``: one per chosen provider, ``pending``, id ``<message id>:<provider>``,
   unique per (message, provider);
 - ``outbox``: one per delivery, to exchange ``hub.deliver`` with routing key the provider id
-  (``deliver_key``), the signed envelope exactly as received as the body, the broker priority
+  (``deliver_key``), no body of its own (the relay publishes the message's stored envelope,
+  exactly as received: a message routed to three providers is not copied three times), the broker priority
   (0-9), and ``not_before`` when the delivery is held (maintenance, effective date);
 - ``events``: ``routed`` (with the providers, or the paper fallback taken) or ``undeliverable``;
 - ``audit``: action ``routed`` (or ``expired``), no personal data.
@@ -153,7 +154,7 @@ def plan(message: Routable, decision: Decision, now: datetime) -> Plan:
                 "message_id": message.id,
                 "exchange": DELIVER_EXCHANGE,
                 "routing_key": deliver_key(chosen.provider),
-                "body": message.envelope,
+                "body": None,  # the relay publishes the message's stored envelope: no copy per provider
                 "headers": json.dumps(headers),
                 "priority": priority,
                 "created_at": now,

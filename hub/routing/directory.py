@@ -1,7 +1,8 @@
 """The recipient directory: who has activated digital post, exclusively or not, and reads with which providers.
 
-Providers keep it up to date with timestamped changes (``POST /v1/providers/{id}/subscriptions``;
-the same over AMQP later: a consumer parses with ``parse_change`` and calls ``Directory.apply``);
+Providers keep it up to date with timestamped changes (``POST /v1/providers/{id}/subscriptions``,
+or the same over AMQP on ``hub.subscriptions``: ``hub.routing.subscriptions_amqp``; both parse with
+``parse_change`` and call ``Directory.apply``);
 operators import it from CSV (``hub recipients import``). The routing stage reads it per message
 with ``Directory.get`` / ``get_many`` (one query each), as ``hub.routing.recipients.Recipient`` values.
 

@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Set
+from datetime import datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -93,7 +94,16 @@ async def get_recipient(runtime: Runtime, request: Request) -> Response:
 
 def provider_for(tokens: ProviderTokens, provider_id: str, request: Request) -> str:
     """``provider_id`` when the bearer token is one of its tokens; 401 when it is nobody's, 403 another's."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return provider_by_token(tokens, provider_id, request.headers.get("authorization", ""))
+
+
+def provider_by_token(tokens: ProviderTokens, provider_id: str, authorization: str) -> str:
+    """``provider_id`` when ``authorization`` (``Bearer <token>``) holds one of its tokens (HTTP and AMQP alike).
+
+    ``Rejected``: UNAUTHENTICATED when there is no bearer token or it is nobody's, NOT_AUTHORISED when
+    it is another provider's.
+    """
+    scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Rejected(
@@ -108,7 +118,8 @@ def provider_for(tokens: ProviderTokens, provider_id: str, request: Request) -> 
     return provider_id
 
 
-def _changes(body: bytes) -> list[Any]:
+def changes_of(body: bytes) -> list[Any]:
+    """The change objects of a ``{"changes": [...]}`` body (1 to ``MAX_CHANGES``), else ``Rejected`` whole."""
     try:
         items = json.loads(body)["changes"]
         if not isinstance(items, list):
@@ -124,6 +135,37 @@ def _changes(body: bytes) -> list[Any]:
     return items
 
 
+def apply_changes(directory: Directory, items: list[Any], provider: str, now: datetime) -> dict[str, Any]:
+    """Parse ``provider``'s changes, apply the valid ones in one transaction; the answer, one result each.
+
+    ``{"applied": n, "refused": m, "results": [{"index", "status": 200, "changed"} or
+    {"index", "status", "code", "message"}, ...]}`` (HTTP and AMQP alike). ``Unavailable`` when the
+    database is down (nothing applied).
+    """
+    parsed: list[Change | Rejected] = []
+    for item in items:
+        try:
+            parsed.append(parse_change(item, provider=provider, now=now))
+        except Rejected as refused:
+            parsed.append(refused)
+    valid = [p for p in parsed if isinstance(p, Change)]
+    changed = iter(directory.apply(valid))
+    results: list[dict[str, Any]] = []
+    for index, outcome in enumerate(parsed):
+        if isinstance(outcome, Change):
+            results.append({"index": index, "status": 200, "changed": next(changed)})
+        else:
+            results.append(
+                {
+                    "index": index,
+                    "status": http_status(outcome),
+                    "code": outcome.code.value,
+                    "message": outcome.message,
+                }
+            )
+    return {"applied": len(valid), "refused": len(parsed) - len(valid), "results": results}
+
+
 def subscriptions_endpoint(provider_tokens: ProviderTokens | None = None) -> Route:
     async def post_subscriptions(runtime: Runtime, request: Request) -> Response:
         tokens = provider_tokens if provider_tokens is not None else getattr(request.app.state, "provider_tokens", {})
@@ -132,32 +174,10 @@ def subscriptions_endpoint(provider_tokens: ProviderTokens | None = None) -> Rou
         if content_type != "application/json":
             raise Rejected(ErrorCode.CONTENT_TYPE_INVALID, 'send application/json: {"changes": [...]}')
         body = await read_body(request, limit=MAX_SUBSCRIPTION_BYTES, timeout=runtime.settings.http_timeout_s)
-        items = _changes(body)
+        items = changes_of(body)
         now = runtime.intake.clock()
-        parsed: list[Change | Rejected] = []
-        for item in items:
-            try:
-                parsed.append(parse_change(item, provider=provider, now=now))
-            except Rejected as refused:
-                parsed.append(refused)
-        valid = [p for p in parsed if isinstance(p, Change)]
-        changed = iter(await run_in_threadpool(directory_of(request, runtime).apply, valid))
-        results: list[dict[str, Any]] = []
-        for index, outcome in enumerate(parsed):
-            if isinstance(outcome, Change):
-                results.append({"index": index, "status": 200, "changed": next(changed)})
-            else:
-                results.append(
-                    {
-                        "index": index,
-                        "status": http_status(outcome),
-                        "code": outcome.code.value,
-                        "message": outcome.message,
-                    }
-                )
-        return JSONResponse(
-            {"applied": len(valid), "refused": len(parsed) - len(valid), "results": results}, headers=NO_STORE
-        )
+        answer = await run_in_threadpool(apply_changes, directory_of(request, runtime), items, provider, now)
+        return JSONResponse(answer, headers=NO_STORE)
 
     path = "/v1/providers/{provider_id}/subscriptions"
     return Route(path, _guarded(path, post_subscriptions), methods=["POST"])

@@ -38,8 +38,9 @@ from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.broker.connection import connect
-from hub.broker.consumer import Properties, consume
+from hub.broker.connection import RetryPolicy, connect
+from hub.broker.consumer import Incoming, Properties, consume, consume_batches
+from hub.broker.retry import REDELIVERY
 from hub.broker.topology import declare
 from hub.envelope.reader import read_envelope
 from hub.errors import ConfigError, ErrorCode, Rejected
@@ -230,6 +231,28 @@ class RoutingWorker:
     def handle(self, body: bytes, headers: dict[str, Any], properties: Properties) -> None:
         self.route(message_id_of(body))
 
+    def handle_batch(self, batch: Sequence[Incoming]) -> list[BaseException | None]:
+        """The ``consume_batches`` handler: route the batch's messages together (``route_many``).
+
+        Per routing message: ``None`` (routed, or nothing to do) or its refusal. An outage
+        raises ``Unavailable`` for the whole batch (nothing was written; each is retried).
+        """
+        outcomes: list[BaseException | None] = [None] * len(batch)
+        ids: list[str] = []
+        where: list[int] = []
+        for index, incoming in enumerate(batch):
+            try:
+                ids.append(message_id_of(incoming.body))
+            except Rejected as refused:
+                outcomes[index] = refused
+            else:
+                where.append(index)
+        if ids:
+            for index, result in zip(where, self.route_many(ids), strict=True):
+                if isinstance(result, Rejected):
+                    outcomes[index] = result
+        return outcomes
+
     def route(self, message_id: str) -> Decision | None:
         """Route one message: its decision, ``None`` when it was already routed (nothing done), or raise.
 
@@ -339,21 +362,51 @@ class RoutingWorker:
             found[row.id] = Routable(**values)
         return found
 
-    def run(self, broker_url: str, stop: threading.Event, *, prefetch: int = 100, consumers: int = 1) -> None:
-        """Consume ``hub.routing`` until ``stop`` is set, with ``consumers`` threads (each its own connection)."""
+    def run(
+        self,
+        broker_url: str,
+        stop: threading.Event,
+        *,
+        prefetch: int | None = None,
+        consumers: int = 1,
+        batch_size: int = 100,
+        backoff: RetryPolicy = REDELIVERY,
+    ) -> None:
+        """Consume ``hub.routing`` until ``stop`` is set.
+
+        ``batch_size`` > 1: each consumer hands what the broker pushed (up to that many) to
+        ``route_many`` at once (``handle_batch``); 1: message by message (``handle``, with
+        the group commit across ``consumers`` threads). Each thread has its own connection.
+        ``backoff``: how a message that failed for a transient reason is retried (``[retry]``).
+        """
+
+        def loop() -> None:
+            if batch_size > 1:
+                consume_batches(
+                    broker_url,
+                    ROUTING_QUEUE,
+                    self.handle_batch,
+                    batch_size=batch_size,
+                    prefetch=prefetch,
+                    stop=stop,
+                    backoff=backoff,
+                )
+            else:
+                consume(broker_url, ROUTING_QUEUE, self.handle, prefetch=prefetch or 100, stop=stop, backoff=backoff)
+
         if consumers <= 1:
-            consume(broker_url, ROUTING_QUEUE, self.handle, prefetch=prefetch, stop=stop)
+            loop()
             return
         failures: list[BaseException] = []
 
-        def loop() -> None:
+        def guarded() -> None:
             try:
-                consume(broker_url, ROUTING_QUEUE, self.handle, prefetch=prefetch, stop=stop)
+                loop()
             except BaseException as exc:  # e.g. a missing queue (ConfigError): stop them all, report it
                 failures.append(exc)
                 stop.set()
 
-        threads = [threading.Thread(target=loop, name=f"routing-{n}", daemon=True) for n in range(consumers)]
+        threads = [threading.Thread(target=guarded, name=f"routing-{n}", daemon=True) for n in range(consumers)]
         for thread in threads:
             thread.start()
         for thread in threads:

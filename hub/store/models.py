@@ -79,8 +79,22 @@ class Message(Base):
     """The signed submission receipt, returned again on an idempotent repeat."""
 
 
+_UNSEQUENCED = "seq IS NULL"
+
+
 class Event(Base):
+    """One event in a message's life (``accepted``, ``routed``, ``delivered``, ...).
+
+    ``seq`` is the event's place in the senders' feed, given after it was committed by the
+    sequencer (``hub.outbound.feed``) in commit order, so that a reader following ``seq``
+    never skips an event committed late nor sees one twice. NULL until sequenced.
+    """
+
     __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_seq", "seq", unique=True),
+        Index("ix_events_unsequenced", "id", postgresql_where=text(_UNSEQUENCED), sqlite_where=text(_UNSEQUENCED)),
+    )
 
     id: Mapped[int] = mapped_column(Id64, primary_key=True, autoincrement=True)
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), index=True)
@@ -89,6 +103,38 @@ class Event(Base):
     source: Mapped[str] = mapped_column(String(64))
     provider: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="{}")
+    seq: Mapped[int | None] = mapped_column(Id64)
+
+
+class ProviderAcknowledgement(Base):
+    """Every acknowledgement a provider sent, once (``hub.outbound.intake``): the key of idempotency.
+
+    ``fingerprint`` is the SHA-256 of what the acknowledgement says (event, message, delivery,
+    reply), not of its bytes: a provider may sign the same acknowledgement again. ``outcome``:
+    ``moved`` (it advanced the delivery), ``repeat``, ``late`` or ``notice`` (recorded, moved nothing).
+    """
+
+    __tablename__ = "provider_acks"
+
+    issuer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ack_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(36), index=True)
+    delivery_id: Mapped[str] = mapped_column(String(101))
+    event: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(8))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Cursor(Base):
+    """How far a reader of the event feed has got (e.g. the forwarder to senders' queues)."""
+
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Id64, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 _READY = "sent_at IS NULL AND not_before IS NULL"
@@ -114,7 +160,8 @@ class OutboxEntry(Base):
     message_id: Mapped[str | None] = mapped_column(String(36))
     exchange: Mapped[str] = mapped_column(String(64))
     routing_key: Mapped[str] = mapped_column(String(128))
-    body: Mapped[bytes] = mapped_column(LargeBinary)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """What to publish; NULL: the stored envelope of ``message_id`` (a delivery refers to it, no copy)."""
     headers: Mapped[str] = mapped_column(Text, default="{}")
     priority: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

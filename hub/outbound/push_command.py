@@ -1,0 +1,141 @@
+"""``hub worker push``: push provider deliveries and sender acknowledgements to their webhooks.
+
+Targets (read once, when the worker starts; restart it to take a change):
+
+- every provider of ``providers.yaml`` with ``delivery: {channel: http, url: ...}``: queue
+  ``provider.<id>``;
+- every institution or integrator of ``senders.yaml`` with ``acknowledgements: {channel:
+  webhook, url: ...}``: queue ``sender.<id>.acks``.
+
+See ``hub.outbound.push`` for the requests and what each answer leads to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from hub.outbound.push import OnSuccess, PushTarget
+    from hub.settings import Settings
+
+ProviderHook = Callable[[str], "OnSuccess | None"]
+"""Given a provider id, what to call after a push to it succeeded (e.g. record ``delivered``), or None."""
+
+
+def push_targets(settings: Settings, *, on_provider_delivered: ProviderHook | None = None) -> list[PushTarget]:
+    """Every queue to push and its URL, from ``providers.yaml`` and ``senders.yaml`` (a missing file: none from it).
+
+    ``on_provider_delivered`` is the hook for the hub's acknowledgement intake (recording a
+    provider push as ``delivered``); None for now. ``ConfigError`` (file and line) when a file is wrong.
+    """
+    from hub.broker.topology import provider_queue, sender_queue
+    from hub.inbound.senders import load_senders
+    from hub.outbound.push import PushTarget
+    from hub.routing.providers import load_providers
+
+    targets: list[PushTarget] = []
+    providers_file = settings.config_dir / "providers.yaml"
+    if providers_file.exists():
+        catalog = load_providers(providers_file)
+        for ident in catalog.ids():
+            provider = catalog[ident]
+            if provider.channel == "http" and provider.url:
+                hook = on_provider_delivered(ident) if on_provider_delivered is not None else None
+                targets.append(PushTarget(provider_queue(ident).name, provider.url, hook))
+    if settings.senders_file.exists():
+        directory = load_senders(settings.senders_file)
+        channels = {i.id: i.acknowledgements for i in directory.institutions.values()}
+        channels.update({i.id: i.acknowledgements for i in directory.integrators.values()})
+        for ident, channel in sorted(channels.items()):
+            if channel.kind == "webhook" and channel.url:
+                targets.append(PushTarget(sender_queue(ident).name, channel.url))
+    return targets
+
+
+def declare_push_queues(broker_url: str, targets: Sequence[PushTarget]) -> None:
+    """Declare the targets' queues with their retry queues and ``hub.dead`` (idempotent).
+
+    The topology gives ``sender.<id>.acks`` no retry queue (senders consume it); a pushed one
+    needs it, declared here exactly as the topology would (``QueueSpec.retry_spec``).
+    """
+    from hub.broker import topology
+    from hub.broker.connection import broker_errors, connect
+
+    providers = [t.queue.removeprefix("provider.") for t in targets if t.queue.startswith("provider.")]
+    senders = [t.queue.removeprefix("sender.").removesuffix(".acks") for t in targets if t.queue.startswith("sender.")]
+    connection = connect(broker_url)
+    try:
+        topology.declare(connection, providers, senders)
+        with broker_errors("declaring the retry queues of pushed acknowledgements"):
+            channel = connection.channel()
+            try:
+                for sender in senders:
+                    retry = dataclasses.replace(topology.sender_queue(sender), retried=True).retry_spec
+                    assert retry is not None
+                    retry.kombu()(channel).declare()
+            finally:
+                channel.close()
+    finally:
+        connection.release()
+
+
+@click.command("push")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.1, 300),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for a receiver (to connect, and for each read and write).",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Unacked messages per queue (pushed one at a time).",
+)
+def push_command(timeout_s: float, prefetch: int) -> None:
+    """Push deliveries (providers with an http channel) and acknowledgements (senders with a webhook) by HTTPS."""
+    import signal
+    import threading
+
+    from hub.errors import ConfigError, Unavailable
+    from hub.outbound.push import run_pushers, safe_url
+    from hub.settings import load_settings
+
+    try:
+        settings = load_settings()
+        targets = push_targets(settings, on_provider_delivered=None)  # the acknowledgement intake comes later
+    except ConfigError as bad:
+        raise click.UsageError(str(bad)) from bad
+    if not targets:
+        click.echo(
+            "nothing to push: no provider with delivery channel http in providers.yaml "
+            "and no sender with webhook acknowledgements in senders.yaml",
+            err=True,
+        )
+        return
+    if settings.broker_url.startswith("memory:"):
+        click.echo("warning: memory:// is in-process: this worker sees no other process's messages", err=True)
+    try:
+        declare_push_queues(settings.broker_url, targets)
+    except ConfigError as bad:
+        raise click.UsageError(str(bad)) from bad
+    except Unavailable as down:
+        raise click.ClickException(str(down)) from down
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(
+        f"pushing on {settings.broker_url.split('@')[-1]}: "
+        + ", ".join(f"{t.queue} -> {safe_url(t.url)}" for t in targets)
+    )
+    try:
+        run_pushers(settings.broker_url, targets, stop, settings.redelivery, timeout_s=timeout_s, prefetch=prefetch)
+    except ConfigError as bad:
+        raise click.UsageError(str(bad)) from bad

@@ -1,0 +1,202 @@
+"""``hub run``: every stage of the hub in one process, as a long-lived service.
+
+The same components ``hub serve`` and the ``hub worker ...`` commands run one per process,
+here on threads of one process (what the embedded default needs: its in-process broker is
+shared only within a process; with RabbitMQ and PostgreSQL the separate processes scale
+better, see ``docs/deployment.md``):
+
+    http           the REST and SOAP doors, acknowledgements and the senders' feed (uvicorn)
+    amqp-inbound   envelopes published to hub.submit
+    relay          committed outbox rows to the broker, with publisher confirms
+    routing        hub.routing -> provider.<id> queues
+    acks           providers' acknowledgements from hub.acks
+    forwarder      events -> signed acknowledgements on sender.<id>.acks
+    subscriptions  providers' recipient directory changes from hub.subscriptions
+    push           deliveries and acknowledgements to webhooks (only when some are configured)
+
+A component that fails (a missing queue, a bug at start) stops them all, and ``run``
+raises its error; an outage is retried inside each component and stops nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hub.broker.connection import connect
+from hub.broker.consumer import consume
+from hub.broker.relay import OutboxRelay
+from hub.broker.topology import declare, sender_queue
+from hub.inbound.amqp import AmqpDoor
+from hub.outbound.forwarding import Forwarder
+from hub.outbound.intake import MAX_ACK_BYTES, AckIntake
+from hub.outbound.push import PushTarget, run_pushers
+from hub.routing.directory import Directory
+from hub.routing.providers import ProviderCatalog
+from hub.routing.worker import RoutingSource, RoutingWorker
+from hub.runtime import Runtime
+from hub.safexml import ParseLimits
+from hub.signing.signer import Signer
+
+log = logging.getLogger("hub.service")
+
+ACKS_QUEUE = "hub.acks"
+
+
+@dataclass
+class Service:
+    """The hub's stages on threads (see the module's doc). ``start``, then ``stop`` / ``wait``."""
+
+    runtime: Runtime
+    http: bool = True
+    """Serve the HTTP doors too (on ``[http] host``/``port``)."""
+    check_every: float = 2.0
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    failures: list[BaseException] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        settings = self.runtime.settings
+        self.broker_url = settings.broker_url
+        self.source = RoutingSource(settings.config_dir, check_every=self.check_every, on_change=self._declare)
+        self.intake = self.runtime.intake
+        self.acks = AckIntake(
+            self.runtime.sessions,
+            self.providers,
+            clock=lambda: self.intake.clock(),
+            parse_limits=ParseLimits(max_bytes=MAX_ACK_BYTES),
+        )
+        self.forwarder = Forwarder(
+            self.runtime.sessions,
+            Signer(self.runtime.hub_keys),
+            self.runtime.directory,
+            clock=lambda: self.intake.clock(),
+        )
+        self.routing = RoutingWorker(
+            self.runtime.sessions,
+            Directory(self.runtime.sessions, clock=lambda: self.intake.clock()),
+            self.source,
+            clock=lambda: self.intake.clock(),
+            parse_limits=ParseLimits(max_bytes=settings.max_envelope_bytes),
+        )
+        self._server: object | None = None
+
+    def providers(self) -> ProviderCatalog:
+        return self.source.current()[0]
+
+    def _declare(self, providers: ProviderCatalog, _rules: object = None) -> None:
+        connection = connect(self.broker_url)
+        try:
+            declare(connection, providers.ids(), self.forwarder.pushed_senders())
+        finally:
+            connection.release()
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                log.exception("%s stopped with an error; stopping the hub", name)
+                self.failures.append(exc)
+                self.stop_event.set()
+
+        thread = threading.Thread(target=guarded, name=f"hub-{name}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def start(self) -> None:
+        """Declare the topology and start every component on its thread."""
+        settings = self.runtime.settings
+        stop = self.stop_event
+        backoff = settings.redelivery
+        self._declare(self.providers())
+        relay = OutboxRelay(self.runtime.sessions, self.broker_url, batch=settings.relay_batch)
+        door = AmqpDoor(self.intake, self.broker_url)
+        self._spawn("relay", lambda: relay.run_forever(stop))
+        self._spawn("forwarder", lambda: self.forwarder.run_forever(stop))
+        self._spawn("routing", lambda: self.routing.run(self.broker_url, stop, backoff=backoff))
+        self._spawn("acks", lambda: consume(self.broker_url, ACKS_QUEUE, self.acks.handle, stop=stop, backoff=backoff))
+        self._spawn("amqp-inbound", lambda: door.run(stop, backoff=backoff))
+        self._spawn("subscriptions", self._subscriptions)
+        targets = self._push_targets()
+        if targets:
+            self._spawn("push", lambda: run_pushers(self.broker_url, targets, stop, backoff))
+        if self.http:
+            self._spawn("http", self._serve)
+
+    def _subscriptions(self) -> None:
+        from hub.routing.subscriptions_amqp import SubscriptionsConsumer
+
+        consumer = SubscriptionsConsumer(
+            Directory(self.runtime.sessions, clock=lambda: self.intake.clock()),
+            self.providers().tokens(),
+            self.broker_url,
+            backoff=self.runtime.settings.redelivery,
+        )
+        try:
+            consumer.run(self.stop_event)
+        finally:
+            consumer.close()
+
+    def _push_targets(self) -> list[PushTarget]:
+        targets: list[PushTarget] = [
+            PushTarget(f"provider.{p.id}", p.url, on_success=self.acks.delivered_by_push(p.id))
+            for p in self.providers().providers.values()
+            if p.channel == "http" and p.url
+        ]
+        directory = self.runtime.directory
+        channels = [(i.id, i.acknowledgements) for i in directory.institutions.values()]
+        channels += [(i.id, i.acknowledgements) for i in directory.integrators.values()]
+        targets += [
+            PushTarget(sender_queue(party).name, channel.url)
+            for party, channel in channels
+            if channel.kind == "webhook" and channel.url
+        ]
+        return targets
+
+    def _serve(self) -> None:
+        import asyncio
+
+        import uvicorn
+
+        from hub.inbound.http import broker_probe, build_app
+
+        settings = self.runtime.settings
+        app = build_app(self.runtime, broker_probe=broker_probe(self.broker_url))
+        app.state.providers = self.providers()
+        app.state.provider_tokens = self.providers().tokens()
+        app.state.ack_intake = self.acks
+        config = uvicorn.Config(
+            app, host=settings.http_host, port=settings.http_port, access_log=False, log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        # uvicorn installs its signal handlers only on the main thread: here, `stop` ends it
+        self._server = server
+
+        async def serve() -> None:
+            task = asyncio.create_task(server.serve())
+            while not task.done():
+                if self.stop_event.is_set():
+                    server.should_exit = True
+                await asyncio.sleep(0.1)
+            await task
+
+        asyncio.run(serve())
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Ask every component to stop, and wait for them (at most ``timeout`` seconds each)."""
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def wait(self) -> None:
+        """Block until the service stops (``stop_event``); raise the first component's failure."""
+        while not self.stop_event.wait(0.5):
+            pass
+        self.stop()
+        if self.failures:
+            raise self.failures[0]

@@ -1,0 +1,446 @@
+# ruff: noqa: F811 - pytest fixtures imported from the routing tests share their names with parameters
+"""Acknowledgements end to end: providers report, the hub verifies and applies, the sender gets each event signed.
+
+On SQLite + the in-process transport and on PostgreSQL + RabbitMQ: a registered letter is
+accepted, routed to two providers, delivered by both, opened and replied to on one; the
+sender's queue then holds accepted, routed, delivered x2, opened, replied, in that order,
+each signed by the hub; the polling feed says the same, never skipping nor repeating. Forged,
+foreign, duplicate and out-of-turn acknowledgements are refused or absorbed as the contract says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import amqp.exceptions  # type: ignore[import-untyped]
+import pytest
+from kombu import Connection
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from hub.broker import topology
+from hub.broker.consumer import consume
+from hub.envelope import examples as ex
+from hub.errors import ErrorCode, Rejected
+from hub.inbound.http import build_app
+from hub.inbound.senders import AckChannel
+from hub.outbound.acks import Acknowledgement, Event, Reply, open_acknowledgements, read_acknowledgement
+from hub.outbound.acks import signed_acknowledgement as sign_ack
+from hub.outbound.feed import read, sequence
+from hub.outbound.forwarding import Forwarder
+from hub.outbound.intake import AckIntake, Applied
+from hub.outbound.states import Outcome
+from hub.routing.providers import ProviderCatalog, load_providers
+from hub.safexml import parse
+from hub.signing.signer import Signer
+from hub.signing.truststore import TrustStore, trusted
+from hub.signing.verifier import Verifier
+from hub.store.models import AuditEntry, Delivery, Message, ProviderAcknowledgement
+from hub.store.models import Event as EventRow
+from tests.kit import NOW, TOKENS, directory, key_pair
+from tests.test_broker import drain, publish
+from tests.test_routing_worker import (  # noqa: F401 - shared fixtures
+    PROVIDER_IDS,
+    Stage,
+    broker_url,
+    config_dir,
+    database_url,
+)
+
+SENDER = ex.SOCIAL
+SENDER_QUEUE = f"sender.{SENDER}.acks"
+PROVIDER_KEYS = {provider: key_pair(f"provider-{provider}") for provider in PROVIDER_IDS}
+PROVIDER_TOKENS = {provider: f"token-{provider}" for provider in PROVIDER_IDS}
+
+
+def catalog_with_keys(config_dir: Path) -> ProviderCatalog:
+    """providers.yaml of the routing tests, each provider with its certificate and API token."""
+    catalog = load_providers(config_dir / "providers.yaml")
+    return ProviderCatalog(
+        {
+            pid: dataclasses.replace(
+                provider,
+                certificates=(trusted(pid, PROVIDER_KEYS[pid].certificate),),
+                token_hashes=frozenset({hashlib.sha256(PROVIDER_TOKENS[pid].encode()).hexdigest()}),
+            )
+            for pid, provider in catalog.providers.items()
+        }
+    )
+
+
+def _delete_queues(url: str) -> None:
+    with Connection(url) as connection:
+        for spec in topology.queues(PROVIDER_IDS, [SENDER]):
+            channel = connection.channel()
+            try:
+                channel.queue_purge(spec.name)
+                channel.queue_delete(spec.name)
+            except amqp.exceptions.NotFound:
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+
+
+class Loop(Stage):
+    """The routing stage plus acknowledgements: intake, forwarder, and a sender that wants them by AMQP."""
+
+    def __init__(self, tmp_path: Path, database_url: str, url: str, config_dir: Path) -> None:
+        super().__init__(tmp_path, database_url, url, config_dir)
+        senders = directory()
+        social = dataclasses.replace(senders.institutions[SENDER], acknowledgements=AckChannel(kind="amqp"))
+        self.senders = dataclasses.replace(senders, institutions={**senders.institutions, SENDER: social})
+        self.runtime.directory = self.senders
+        self.catalog = catalog_with_keys(config_dir)
+        self.acks = AckIntake(self.sessions, self.catalog, clock=lambda: self.now)
+        self.forwarder = Forwarder(self.sessions, Signer(self.runtime.hub_keys), self.senders, clock=lambda: self.now)
+        with Connection(url) as connection:
+            topology.declare(connection, PROVIDER_IDS, self.forwarder.pushed_senders())
+
+    def ack(self, provider: str, message_id: str, event: Event, *, minutes: int = 1, **more: Any) -> bytes:
+        key = more.pop("key", PROVIDER_KEYS[provider])
+        document = Acknowledgement(
+            ack_id=more.pop("ack_id", f"{provider}-{message_id[:8]}-{event.value}"),
+            event=event,
+            occurred_at=NOW + timedelta(minutes=minutes),
+            issuer=more.pop("issuer", provider),
+            hub_message_id=message_id,
+            provider=more.pop("provider", provider),
+            **more,
+        )
+        return sign_ack(Signer(key), document)
+
+    def report(self, provider: str, message_id: str, event: Event, **more: Any) -> Applied:
+        [result] = self.acks.receive(self.ack(provider, message_id, event, **more), issuers=[provider])
+        if isinstance(result, Rejected):
+            raise result
+        return result
+
+    def forward(self) -> int:
+        total = 0
+        while passed := self.forwarder.run_once():
+            total += passed
+        return total
+
+    def sender_queue(self, expect: int) -> list[Acknowledgement]:
+        got = drain(self.url, SENDER_QUEUE, expect=expect, idle=0.3, limit=10)
+        verifier = Verifier(TrustStore([trusted("hub", self.runtime.hub_keys.certificate)]))
+        acks = []
+        for message in got:
+            root = parse(message.body)
+            verifier.verify(root, now=datetime.now(UTC), parties=["hub"])  # each signed by the hub (key made today)
+            acks.append(read_acknowledgement(root))
+        return acks
+
+
+@pytest.fixture
+def loop(tmp_path, database_url, broker_url, config_dir) -> Iterator[Loop]:
+    _delete_queues(broker_url)
+    hub_loop = Loop(tmp_path, database_url, broker_url, config_dir)
+    yield hub_loop
+    hub_loop.close()
+    _delete_queues(broker_url)
+
+
+def registered_letter(loop: Loop) -> str:
+    loop.reads_with(ex.CITIZEN_A, "myebox", "irisbox")
+    message_id, _ = loop.submit("registered")
+    assert loop.relay() == 1 and loop.route(1) == [None]
+    assert loop.relay() == 2  # one delivery each to myebox and irisbox
+    return message_id
+
+
+# -- the whole loop ---------------------------------------------------------------------------------
+
+
+def test_the_sender_receives_every_event_in_order_each_signed_by_the_hub(loop):
+    message_id = registered_letter(loop)
+    loop.report("myebox", message_id, Event.DELIVERED, minutes=1)
+    loop.report("irisbox", message_id, Event.DELIVERED, minutes=2)
+    loop.report("myebox", message_id, Event.OPENED, minutes=3)
+    loop.report("myebox", message_id, Event.REPLIED, minutes=4, reply=Reply(choice_id="accept"))
+    assert loop.forward() == 6
+    assert loop.relay() == 6
+
+    acks = loop.sender_queue(expect=6)
+    assert [(a.event.value, a.provider) for a in acks] == [
+        ("accepted", None),
+        ("routed", None),
+        ("delivered", "myebox"),
+        ("delivered", "irisbox"),
+        ("opened", "myebox"),
+        ("replied", "myebox"),
+    ]
+    assert all(a.issuer == "hub" and a.hub_message_id == message_id for a in acks)
+    assert all(a.sender_message_id == "INSP-2026-0042" for a in acks)
+    assert len({a.ack_id for a in acks}) == 6
+    assert acks[1].routes is not None and sorted(acks[1].routes.providers) == ["irisbox", "myebox"]
+    assert acks[5].reply == Reply(choice_id="accept")
+    # registered mail: delivered and opened carry a proof with the digest of what the sender sent
+    digest = bytes.fromhex(loop.message(message_id).envelope_sha256)
+    for proof_ack in (acks[2], acks[3], acks[4]):
+        assert proof_ack.proof is not None and proof_ack.proof.envelope_digest == digest
+        assert proof_ack.proof.provider == proof_ack.provider
+    assert acks[2].proof is not None and acks[2].proof.delivered_at == NOW + timedelta(minutes=1)
+    assert acks[4].proof is not None and acks[4].proof.opened_at == NOW + timedelta(minutes=3)
+    assert loop.message(message_id).state == "replied"
+    assert {d.provider: d.state for d in loop.deliveries(message_id)} == {"myebox": "replied", "irisbox": "delivered"}
+    # nothing more to forward: each event became one acknowledgement
+    assert loop.forward() == 0 and loop.relay() == 0
+
+
+def test_the_polling_feed_never_skips_nor_repeats_and_shows_a_sender_only_its_own(loop):
+    message_id = registered_letter(loop)
+    other, _ = loop.submit("citizen-letter")  # another institution's message
+    with TestClient(build_app(loop.runtime)) as client:
+        client.app.state.ack_intake = loop.acks  # type: ignore[attr-defined]
+        headers = {"Authorization": f"Bearer {TOKENS[SENDER]}"}
+        first = client.get("/v1/acks?limit=1", headers=headers)
+        assert first.status_code == 200, first.text
+        cursor = first.headers["X-Hub-Cursor"]
+        loop.report("myebox", message_id, Event.OPENED)  # implies delivered: two events
+        seen = [read_acknowledgement_items(first.content)]
+        while True:
+            page = client.get(f"/v1/acks?after={cursor}&limit=2", headers=headers)
+            if page.status_code == 204:
+                assert page.headers["X-Hub-Cursor"] == cursor
+                break
+            assert page.status_code == 200, page.text
+            seen.append(read_acknowledgement_items(page.content, verify_with=loop.runtime.hub_keys.certificate))
+            cursor = page.headers["X-Hub-Cursor"]
+        events = [(a.event.value, a.hub_message_id) for batch in seen for a in batch]
+        assert events == [
+            ("accepted", message_id),
+            ("routed", message_id),
+            ("delivered", message_id),
+            ("opened", message_id),
+        ]
+        assert other not in {m for _, m in events}
+        assert client.get("/v1/acks").status_code == 401
+        assert client.get("/v1/acks?after=-1", headers=headers).status_code == 400
+        assert client.get("/v1/acks?limit=5000", headers=headers).status_code == 400
+
+
+def read_acknowledgement_items(data: bytes, verify_with: Any = None) -> list[Acknowledgement]:
+    if verify_with is not None:
+        verifier = Verifier(TrustStore([trusted("hub", verify_with)]))
+        acks, _ = open_acknowledgements(data, verifier, datetime.now(UTC), issuers=["hub"])
+        return acks
+    from hub.outbound.acks import read_acknowledgements
+
+    return read_acknowledgements(parse(data))
+
+
+def test_events_committed_out_of_id_order_are_fed_in_commit_order_without_a_gap(loop):
+    message_id = registered_letter(loop)
+    with loop.sessions() as session:
+        assert sequence(session) == 2  # accepted, routed
+        session.commit()
+        first = read(session, after=0, limit=10)
+    assert [i.kind for i in first] == ["accepted", "routed"]
+    # Two transactions insert events; the one with the lower id commits last.
+    early, late = loop.sessions(), loop.sessions()
+    try:
+        for session, kind in ((early, "delivered"), (late, "opened")):
+            session.add(EventRow(message_id=message_id, kind=kind, occurred_at=NOW, source="t", detail="{}"))
+            session.flush()
+            if loop.url.startswith("memory"):  # SQLite has one writer at a time: commit in order instead
+                session.commit()
+        if not loop.url.startswith("memory"):
+            late.commit()
+            with loop.sessions() as reader:
+                sequence(reader)
+                reader.commit()
+                middle = read(reader, after=first[-1].seq, limit=10)
+            assert [i.kind for i in middle] == ["opened"]
+            early.commit()
+        with loop.sessions() as reader:
+            sequence(reader)
+            reader.commit()
+            rest = read(reader, after=first[-1].seq, limit=10)
+    finally:
+        early.close()
+        late.close()
+    assert sorted(i.kind for i in rest) == ["delivered", "opened"]
+    assert [i.seq for i in rest] == sorted(i.seq for i in rest) == list(range(3, 5))
+
+
+# -- the state machine, applied -----------------------------------------------------------------------
+
+
+def test_opened_before_delivered_records_both_and_a_late_delivered_moves_nothing(loop):
+    message_id = registered_letter(loop)
+    opened = loop.report("myebox", message_id, Event.OPENED, minutes=5)
+    assert (opened.outcome, opened.delivery_state, opened.message_state) == (Outcome.MOVED, "opened", "opened")
+    late = loop.report("myebox", message_id, Event.DELIVERED, minutes=1)
+    assert (late.outcome, late.delivery_state) == (Outcome.LATE, "opened")
+    assert [e.kind for e in loop.events(message_id)] == ["accepted", "routed", "delivered", "opened"]
+    failed = loop.report("irisbox", message_id, Event.FAILED)
+    assert failed.delivery_state == "failed" and failed.message_state == "opened"  # never moves back
+
+
+def test_a_repeated_acknowledgement_is_absorbed_and_a_reused_id_is_refused(loop):
+    message_id = registered_letter(loop)
+    first = loop.report("myebox", message_id, Event.DELIVERED)
+    again = loop.report("myebox", message_id, Event.DELIVERED)  # signed anew: other bytes, same content
+    assert (first.outcome, again.outcome) == (Outcome.MOVED, Outcome.REPEAT)
+    with pytest.raises(Rejected) as refused:
+        loop.report("myebox", message_id, Event.OPENED, ack_id=f"myebox-{message_id[:8]}-delivered")
+    assert refused.value.code is ErrorCode.DUPLICATE_MESSAGE_ID
+    assert [e.kind for e in loop.events(message_id)].count("delivered") == 1
+
+
+def test_one_reply_per_message_a_second_is_refused_to_the_provider(loop):
+    message_id = registered_letter(loop)
+    loop.report("myebox", message_id, Event.REPLIED, reply=Reply(choice_id="contest"))
+    with pytest.raises(Rejected) as refused:
+        loop.report("irisbox", message_id, Event.REPLIED, reply=Reply(choice_id="accept"))
+    assert refused.value.code is ErrorCode.REPLY_ALREADY_GIVEN
+    with pytest.raises(Rejected) as unknown_choice:
+        loop.report("irisbox", message_id, Event.REPLIED, reply=Reply(choice_id="maybe"), ack_id="other")
+    assert unknown_choice.value.code in (ErrorCode.REPLY_ALREADY_GIVEN, ErrorCode.REPLY_NOT_ALLOWED)
+    assert {d.provider: d.state for d in loop.deliveries(message_id)}["irisbox"] == "pending"
+
+
+def test_a_reply_outside_the_envelopes_reply_options_is_refused(loop):
+    message_id = registered_letter(loop)
+    with pytest.raises(Rejected) as refused:
+        loop.report("myebox", message_id, Event.REPLIED, reply=Reply(choice_id="maybe"))
+    assert refused.value.code is ErrorCode.REPLY_NOT_ALLOWED
+    assert loop.message(message_id).state == "routed"
+
+
+# -- hostile acknowledgements -----------------------------------------------------------------------
+
+
+def counts(loop: Loop) -> dict[str, int]:
+    with loop.sessions() as session:
+        return {
+            model.__tablename__: int(session.scalar(select(func.count()).select_from(model)) or 0)
+            for model in (EventRow, ProviderAcknowledgement, AuditEntry, Delivery, Message)
+        }
+
+
+def test_forged_foreign_and_unknown_acknowledgements_are_refused_and_leave_nothing(loop):
+    message_id = registered_letter(loop)
+    before = counts(loop)
+    cases = {
+        # signed with doccle's key, claiming to be myebox
+        "forged": (loop.ack("myebox", message_id, Event.DELIVERED, key=PROVIDER_KEYS["doccle"]), "myebox"),
+        # doccle, properly signed, acknowledging myebox's delivery
+        "foreign": (loop.ack("doccle", message_id, Event.DELIVERED, delivery_id=f"{message_id}:myebox"), "doccle"),
+        # a delivery that was never routed to doccle
+        "not routed": (loop.ack("doccle", message_id, Event.DELIVERED), "doccle"),
+        "unknown message": (loop.ack("myebox", "00000000-0000-4000-8000-000000000000", Event.DELIVERED), "myebox"),
+        "printed by a non-printer": (loop.ack("myebox", message_id, Event.PRINTED), "myebox"),
+        "tampered": (loop.ack("myebox", message_id, Event.DELIVERED).replace(b">delivered<", b">opened<"), "myebox"),
+        "hub event": (loop.ack("myebox", message_id, Event.ROUTED), "myebox"),
+        "not xml": (b"<Acknowledgement", "myebox"),
+    }
+    expected = {
+        "forged": ErrorCode.UNKNOWN_SIGNER,
+        "foreign": ErrorCode.ACK_NOT_YOURS,
+        "not routed": ErrorCode.ACK_UNKNOWN_DELIVERY,
+        "unknown message": ErrorCode.ACK_UNKNOWN_DELIVERY,
+        "printed by a non-printer": ErrorCode.ACK_EVENT_NOT_ALLOWED,
+        "tampered": ErrorCode.SIGNATURE_INVALID,
+        "hub event": ErrorCode.ACK_EVENT_NOT_ALLOWED,
+    }
+    for name, (data, issuer) in cases.items():
+        try:
+            [result] = loop.acks.receive(data, issuers=[issuer])
+        except Rejected as refused:
+            result = refused
+        assert isinstance(result, Rejected), name
+        if name in expected:
+            assert result.code is expected[name], (name, result)
+    assert counts(loop) == before  # nothing written by any of them
+
+
+def test_post_acks_takes_a_providers_acknowledgement_with_its_token_and_refuses_anothers(loop):
+    message_id = registered_letter(loop)
+    with TestClient(build_app(loop.runtime)) as client:
+        client.app.state.ack_intake = loop.acks  # type: ignore[attr-defined]
+
+        def post(data: bytes, provider: str) -> Any:
+            return client.post(
+                "/v1/acks",
+                content=data,
+                headers={"Content-Type": "application/xml", "Authorization": f"Bearer {PROVIDER_TOKENS[provider]}"},
+            )
+
+        ok = post(loop.ack("myebox", message_id, Event.DELIVERED), "myebox")
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["outcome"] == "moved" and ok.json()["message_state"] == "delivered"
+        assert post(loop.ack("myebox", message_id, Event.DELIVERED), "myebox").json()["outcome"] == "repeat"
+        # myebox's acknowledgement posted with irisbox's token: not irisbox's to send
+        wrong = post(loop.ack("myebox", message_id, Event.OPENED), "irisbox")
+        assert wrong.status_code in (401, 403) and b"NOT_AUTHORISED" in wrong.content
+        foreign = post(loop.ack("irisbox", message_id, Event.DELIVERED, delivery_id=f"{message_id}:myebox"), "irisbox")
+        assert foreign.status_code == 403 and b"ACK_NOT_YOURS" in foreign.content
+        assert client.post("/v1/acks", content=b"<x/>", headers={"Content-Type": "application/xml"}).status_code == 401
+        text = client.post(
+            "/v1/acks",
+            content=b"{}",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {PROVIDER_TOKENS['myebox']}"},
+        )
+        assert text.status_code == 415
+
+
+def test_acknowledgements_published_to_hub_acks_are_applied_and_a_forged_one_is_dead_lettered(loop):
+    message_id = registered_letter(loop)
+    publish(loop.url, "hub.acks", "acks", loop.ack("myebox", message_id, Event.DELIVERED), message_id="a-1")
+    forged = loop.ack("irisbox", message_id, Event.DELIVERED, key=PROVIDER_KEYS["myebox"])
+    publish(loop.url, "hub.acks", "acks", forged, message_id="a-2")
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=consume,
+        args=(loop.url, "hub.acks", loop.acks.handle),
+        kwargs={"stop": stop, "poll": 0.05},
+        daemon=True,
+    )
+    thread.start()
+    try:
+        dead = drain(loop.url, "hub.dead", expect=1, limit=10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert [(d.message_id, d.headers["x-hub-code"]) for d in dead] == [("a-2", "UNKNOWN_SIGNER")]
+    assert {d.provider: d.state for d in loop.deliveries(message_id)} == {"myebox": "delivered", "irisbox": "pending"}
+
+
+def test_an_acknowledgement_keeps_when_it_happened_and_when_the_hub_received_it(loop):
+    message_id = registered_letter(loop)
+    loop.now = NOW + timedelta(days=1)
+    applied = loop.report("myebox", message_id, Event.DELIVERED, minutes=90)
+    assert applied.outcome is Outcome.MOVED
+    with loop.sessions() as session:
+        row = session.get(ProviderAcknowledgement, ("myebox", f"myebox-{message_id[:8]}-delivered"))
+        assert row is not None
+        assert (row.occurred_at, row.received_at) == (NOW + timedelta(minutes=90), NOW + timedelta(days=1))
+    [delivered] = [e for e in loop.events(message_id) if e.kind == "delivered"]
+    assert delivered.occurred_at == NOW + timedelta(minutes=90) and delivered.provider == "myebox"
+
+
+def test_a_2xx_from_a_pushed_provider_records_the_delivery_once(loop):
+    message_id = registered_letter(loop)
+    headers = {"hub-message-id": message_id, "delivery-id": f"{message_id}:irisbox"}
+    pushed = loop.acks.delivered_by_push("irisbox")
+    pushed(headers, None)
+    pushed(headers, None)  # the push was retried after the 2xx: a repeat
+    assert {d.provider: d.state for d in loop.deliveries(message_id)} == {"myebox": "pending", "irisbox": "delivered"}
+    assert [e.kind for e in loop.events(message_id)].count("delivered") == 1
+    # the provider's own signed acknowledgement of the same delivery is the same event
+    assert loop.report("irisbox", message_id, Event.DELIVERED, ack_id=f"{message_id}:irisbox:delivered").outcome is (
+        Outcome.REPEAT
+    )
+    with pytest.raises(Rejected) as refused:  # a push to doccle cannot deliver irisbox's delivery
+        loop.acks.delivered_by_push("doccle")(headers, None)
+    assert refused.value.code is ErrorCode.ACK_NOT_YOURS
