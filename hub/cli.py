@@ -540,7 +540,7 @@ def worker_acks() -> None:
     import signal
     import threading
 
-    from hub.broker.consumer import consume
+    from hub.broker.consumer import consume_batches
     from hub.outbound.intake import MAX_ACK_BYTES, AckIntake
     from hub.routing.worker import RoutingSource
     from hub.safexml import ParseLimits
@@ -558,7 +558,9 @@ def worker_acks() -> None:
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"applying acknowledgements from hub.acks on {settings.broker_url.split('@')[-1]}")
     try:
-        consume(settings.broker_url, "hub.acks", intake.handle, stop=stop, backoff=settings.redelivery)
+        consume_batches(
+            settings.broker_url, "hub.acks", intake.handle_batch, batch_size=200, stop=stop, backoff=settings.redelivery
+        )
     finally:
         engine.dispose()
 

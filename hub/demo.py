@@ -96,7 +96,7 @@ SETTLED = {"opened", "replied", "printed", "undeliverable", "failed", "expired",
 TIME_LIMIT_S = 45.0
 
 
-def _pair(name: str, org: str | None, now: datetime) -> KeyPair:
+def key_pair_for(name: str, org: str | None, now: datetime) -> KeyPair:
     key = generate_key("ec")
     return KeyPair(key, self_signed_certificate(key, name, organization=org, not_before=now - timedelta(hours=1)))
 
@@ -131,7 +131,7 @@ def _senders(pairs: dict[str, KeyPair]) -> SenderDirectory:
     return SenderDirectory(institutions, {ex.INTEGRATOR: integrator})
 
 
-def _write_config(folder: Path, provider_pairs: dict[str, KeyPair]) -> Path:
+def write_config(folder: Path, provider_pairs: dict[str, KeyPair]) -> Path:
     config = folder / "config"
     keys = config / "keys"
     lines = ["providers:"]
@@ -172,11 +172,11 @@ def run_demo(folder: Path, echo: Callable[[str], None] = click.echo) -> int:
     from hub.service import Service  # the service imports every stage: late, so `hub --help` stays quick
 
     now = datetime.now(UTC).replace(microsecond=0)
-    pairs = {org: _pair(name, org, now) for org, name in INSTITUTIONS.items()}
+    pairs = {org: key_pair_for(name, org, now) for org, name in INSTITUTIONS.items()}
     for org, pair in pairs.items():
         write_key_pair(pair, folder / "keys", org)
-    provider_pairs = {pid: _pair(f"provider {pid}", None, now) for pid in PROVIDERS}
-    config = _write_config(folder, provider_pairs)
+    provider_pairs = {pid: key_pair_for(f"provider {pid}", None, now) for pid in PROVIDERS}
+    config = write_config(folder, provider_pairs)
     settings = load_settings(
         config, environ={"HUB_DATA_DIR": str(folder / "var"), "HUB_BROKER_URL": "memory://", "HUB_DATABASE_URL": ""}
     )

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.broker.connection import connect
-from hub.broker.consumer import consume
+from hub.broker.consumer import consume_batches
 from hub.broker.relay import OutboxRelay
 from hub.broker.topology import declare, sender_queue
 from hub.inbound.amqp import AmqpDoor
@@ -119,7 +119,12 @@ class Service:
         self._spawn("relay", lambda: relay.run_forever(stop))
         self._spawn("forwarder", lambda: self.forwarder.run_forever(stop))
         self._spawn("routing", lambda: self.routing.run(self.broker_url, stop, backoff=backoff))
-        self._spawn("acks", lambda: consume(self.broker_url, ACKS_QUEUE, self.acks.handle, stop=stop, backoff=backoff))
+        self._spawn(
+            "acks",
+            lambda: consume_batches(
+                self.broker_url, ACKS_QUEUE, self.acks.handle_batch, batch_size=200, stop=stop, backoff=backoff
+            ),
+        )
         self._spawn("amqp-inbound", lambda: door.run(stop, backoff=backoff))
         self._spawn("subscriptions", self._subscriptions)
         targets = self._push_targets()

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from hub.broker import topology
-from hub.broker.consumer import consume
+from hub.broker.consumer import consume, consume_batches
 from hub.envelope import examples as ex
 from hub.errors import ErrorCode, Rejected
 from hub.inbound.http import build_app
@@ -394,15 +395,21 @@ def test_post_acks_takes_a_providers_acknowledgement_with_its_token_and_refuses_
         assert text.status_code == 415
 
 
-def test_acknowledgements_published_to_hub_acks_are_applied_and_a_forged_one_is_dead_lettered(loop):
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batches"])
+def test_acknowledgements_published_to_hub_acks_are_applied_and_a_forged_one_is_dead_lettered(loop, batched):
     message_id = registered_letter(loop)
     publish(loop.url, "hub.acks", "acks", loop.ack("myebox", message_id, Event.DELIVERED), message_id="a-1")
     forged = loop.ack("irisbox", message_id, Event.DELIVERED, key=PROVIDER_KEYS["myebox"])
     publish(loop.url, "hub.acks", "acks", forged, message_id="a-2")
+    publish(loop.url, "hub.acks", "acks", loop.ack("myebox", message_id, Event.OPENED), message_id="a-3")
     stop = threading.Event()
+    if batched:
+        target, handler = consume_batches, loop.acks.handle_batch
+    else:
+        target, handler = consume, loop.acks.handle  # type: ignore[assignment]
     thread = threading.Thread(
-        target=consume,
-        args=(loop.url, "hub.acks", loop.acks.handle),
+        target=target,
+        args=(loop.url, "hub.acks", handler),
         kwargs={"stop": stop, "poll": 0.05},
         daemon=True,
     )
@@ -413,7 +420,11 @@ def test_acknowledgements_published_to_hub_acks_are_applied_and_a_forged_one_is_
         stop.set()
         thread.join(10)
     assert [(d.message_id, d.headers["x-hub-code"]) for d in dead] == [("a-2", "UNKNOWN_SIGNER")]
-    assert {d.provider: d.state for d in loop.deliveries(message_id)} == {"myebox": "delivered", "irisbox": "pending"}
+    deadline = time.monotonic() + 10
+    while loop.message(message_id).state != "opened" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {d.provider: d.state for d in loop.deliveries(message_id)} == {"myebox": "opened", "irisbox": "pending"}
+    assert [e.kind for e in loop.events(message_id)] == ["accepted", "routed", "delivered", "opened"]
 
 
 def test_an_acknowledgement_keeps_when_it_happened_and_when_the_hub_received_it(loop):

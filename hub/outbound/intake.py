@@ -27,18 +27,20 @@ a database outage is ``Unavailable`` for the whole call (nothing written; retry)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.broker.consumer import Properties
+from hub.broker.consumer import Incoming, Properties
 from hub.envelope.reader import read_envelope
 from hub.errors import ErrorCode, Rejected
 from hub.outbound.acks import Acknowledgement, Event, open_acknowledgement, open_acknowledgements
@@ -48,7 +50,7 @@ from hub.safexml import DEFAULT_LIMITS, ParseLimits, parse
 from hub.signing.truststore import TrustStore
 from hub.signing.verifier import Verifier
 from hub.store.db import unavailable_on_outage
-from hub.store.models import AuditEntry, Delivery, Message, ProviderAcknowledgement
+from hub.store.models import AuditEntry, Base, Delivery, Message, ProviderAcknowledgement
 from hub.store.models import Event as EventRow
 
 log = logging.getLogger("hub.acks")
@@ -191,25 +193,46 @@ class AckIntake:
 
         return record
 
+    def handle_batch(self, batch: Sequence[Incoming]) -> list[BaseException | None]:
+        """The ``consume_batches`` handler of ``hub.acks``: verify each document, apply them all at once.
+
+        Per message, as ``handle``: a document refused whole, or a single acknowledgement
+        refused, is its ``Rejected`` (dead-lettered); an outage raises for the whole batch.
+        """
+        outcomes: list[BaseException | None] = [None] * len(batch)
+        opened: list[tuple[int, list[Acknowledgement]]] = []
+        for index, incoming in enumerate(batch):
+            try:
+                opened.append((index, self.open(incoming.body)))
+            except Rejected as refused:
+                outcomes[index] = refused
+        results = iter(self.apply([ack for _, acks in opened for ack in acks]))
+        for index, acks in opened:
+            mine = [next(results) for _ in acks]
+            if len(mine) == 1 and isinstance(mine[0], Rejected):
+                outcomes[index] = mine[0]
+        return outcomes
+
     # -- applying ----------------------------------------------------------------------------
 
     def apply(self, acks: Sequence[Acknowledgement]) -> list[Applied | Rejected]:
-        """Apply verified acknowledgements in one transaction; per acknowledgement its outcome or refusal."""
+        """Apply verified acknowledgements in one transaction; per acknowledgement its outcome or refusal.
+
+        The whole batch is read in a few queries (the acknowledgement ids seen before, the
+        deliveries of the messages concerned with their message's state, locked on PostgreSQL),
+        judged in order in memory (so two acknowledgements of one delivery in one batch see
+        each other), then written with one statement per table. When a concurrent consumer
+        applied one of them meanwhile (a unique key), the batch is applied again one by one.
+        """
         catalog = self._providers()
         now = self.clock()
-        results: list[Applied | Rejected] = []
-        with unavailable_on_outage(), self.sessions() as session:
-            if session.get_bind().dialect.name == "sqlite":
-                # Take SQLite's write lock first: a transaction that read, then writes after another
-                # writer committed, fails at once (a stale snapshot) instead of waiting its turn.
-                session.execute(text("UPDATE provider_acks SET outcome = outcome WHERE 0"))
-            for ack in acks:
-                try:
-                    with session.begin_nested():  # a refusal found half-way leaves nothing of this one
-                        results.append(self._apply_one(session, ack, catalog, now))
-                except Rejected as refused:
-                    results.append(refused)
-            session.commit()
+        try:
+            results = self._apply_batch(acks, catalog, now)
+        except IntegrityError:
+            if len(acks) == 1:
+                results = self._apply_batch(acks, catalog, now)  # the other one's is there now: a repeat
+            else:
+                results = [r for ack in acks for r in self._apply_batch([ack], catalog, now)]
         for ack, result in zip(acks, results, strict=True):
             if isinstance(result, Applied):
                 log.info(
@@ -226,10 +249,33 @@ class AckIntake:
                 log.warning("acknowledgement from %s refused: %s", ack.issuer, result.code.value)
         return results
 
-    def _apply_one(self, session: Session, ack: Acknowledgement, catalog: ProviderCatalog, now: datetime) -> Applied:
+    def _apply_batch(
+        self, acks: Sequence[Acknowledgement], catalog: ProviderCatalog, now: datetime
+    ) -> list[Applied | Rejected]:
+        with unavailable_on_outage(), self.sessions() as session:
+            postgres = session.get_bind().dialect.name == "postgresql"
+            if not postgres:
+                # Take SQLite's write lock first: a transaction that read, then writes after another
+                # writer committed, fails at once (a stale snapshot) instead of waiting its turn.
+                session.execute(text("UPDATE provider_acks SET outcome = outcome WHERE 0"))
+            batch = _Batch(session, acks, postgres=postgres)
+            results: list[Applied | Rejected] = []
+            for ack in acks:
+                try:
+                    results.append(self._judge(session, batch, ack, catalog, now))
+                except Rejected as refused:
+                    results.append(refused)
+            batch.write(session)
+            session.commit()
+        return results
+
+    def _judge(
+        self, session: Session, batch: _Batch, ack: Acknowledgement, catalog: ProviderCatalog, now: datetime
+    ) -> Applied:
+        """One acknowledgement against what the batch knows; its writes go to ``batch`` (nothing on refusal)."""
         delivery_id = delivery_of(ack)
         said = fingerprint(ack, delivery_id)
-        delivery = self._delivery(session, delivery_id)
+        delivery = batch.deliveries.get(delivery_id)
         if delivery is None:
             raise Rejected(ErrorCode.ACK_UNKNOWN_DELIVERY, f"no delivery {delivery_id!r} is known to the hub")
         if delivery.provider != ack.issuer:
@@ -237,109 +283,113 @@ class AckIntake:
                 ErrorCode.ACK_NOT_YOURS,
                 f"delivery {delivery_id!r} was not routed to {ack.issuer!r}; a provider acknowledges its own",
             )
-        message = session.get(Message, delivery.message_id)
-        assert message is not None  # a delivery's foreign key
-        previous = session.get(ProviderAcknowledgement, (ack.issuer, ack.ack_id))
+        message_id = delivery.message_id
+        previous = batch.seen.get((ack.issuer, ack.ack_id))
         if previous is not None:
-            if previous.fingerprint != said:
+            if previous != said:
                 raise Rejected(
                     ErrorCode.DUPLICATE_MESSAGE_ID,
                     f"acknowledgement id {ack.ack_id!r} was already used for another acknowledgement; "
                     "give each acknowledgement its own id",
                 )
-            return Applied(ack.ack_id, delivery_id, Outcome.REPEAT, delivery.state, message.state)
+            return Applied(ack.ack_id, delivery_id, Outcome.REPEAT, delivery.state, batch.message_states[message_id])
         if ack.event is Event.PRINTED:
             provider = catalog.providers.get(ack.issuer)
             if provider is None or Capability.PAPER not in provider.capabilities:
                 raise Rejected(ErrorCode.ACK_EVENT_NOT_ALLOWED, "only a paper provider reports 'printed'")
-        if ack.event is Event.REPLIED:
-            self._check_reply(session, ack, message)
         step = advance_delivery(delivery.state, ack.event)
-        new_message_state = message.state
+        if ack.event is Event.REPLIED:
+            self._check_reply(session, batch, ack, message_id)
+        current = batch.message_states[message_id]
+        new_message_state = current
         if step.outcome is Outcome.MOVED:
-            others = session.scalars(
-                select(Delivery.state).where(Delivery.message_id == message.id, Delivery.id != delivery.id)
-            )
-            new_message_state = message_state(message.state, [*others, step.state]).value
-            self._write_moves(session, ack, delivery, message, step, new_message_state, now)
-        session.execute(
-            insert(ProviderAcknowledgement).values(
-                issuer=ack.issuer,
-                ack_id=ack.ack_id,
-                fingerprint=said,
-                message_id=message.id,
-                delivery_id=delivery_id,
-                event=ack.event.value,
-                outcome=step.outcome.value,
-                occurred_at=ack.occurred_at,
-                received_at=now,
-            )
-        )
-        session.execute(
-            insert(AuditEntry).values(
-                at=now,
-                actor=f"provider:{ack.issuer}",
-                action="acknowledged",
-                message_id=message.id,
-                detail=json.dumps(
-                    {
-                        "ack_id": ack.ack_id,
-                        "event": ack.event.value,
-                        "delivery": delivery_id,
-                        "outcome": step.outcome.value,
-                        "effects": [e.value for e in step.effects],
-                    }
-                ),
-            )
-        )
+            delivery.state = step.state.value
+            others = [d.state for d in batch.by_message[message_id]]
+            new_message_state = message_state(current, others).value
+            batch.moved(ack, delivery, step, new_message_state, now)
+            if Event.REPLIED in step.effects:
+                batch.replies[message_id] = batch.replies.get(message_id, 0) + 1
+        batch.seen[(ack.issuer, ack.ack_id)] = said
+        batch.recorded(ack, delivery, said, step, now)
         return Applied(ack.ack_id, delivery_id, step.outcome, step.state.value, new_message_state)
 
-    @staticmethod
-    def _delivery(session: Session, delivery_id: str) -> Delivery | None:
-        query = select(Delivery).where(Delivery.id == delivery_id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()  # two acknowledgements of one delivery: one after the other
-        return session.scalars(query).first()
-
-    def _check_reply(self, session: Session, ack: Acknowledgement, message: Message) -> None:
-        if session.get_bind().dialect.name == "postgresql":  # two providers' replies to one message: in turn
-            session.execute(select(Message.id).where(Message.id == message.id).with_for_update())
-        replies = session.scalar(
-            select(func.count())
-            .select_from(ProviderAcknowledgement)
-            .where(
-                ProviderAcknowledgement.message_id == message.id,
-                ProviderAcknowledgement.event == Event.REPLIED.value,
-                ProviderAcknowledgement.outcome == Outcome.MOVED.value,
-            )
-        )
-        refused = may_reply(message.state, int(replies or 0))
+    def _check_reply(self, session: Session, batch: _Batch, ack: Acknowledgement, message_id: str) -> None:
+        refused = may_reply(batch.message_states[message_id], batch.replies_so_far(session, message_id))
         if refused is None:
             if ack.reply is None:
                 raise Rejected(ErrorCode.REPLY_NOT_ALLOWED, "a 'replied' acknowledgement carries the Reply")
+            envelope = session.scalar(select(Message.envelope).where(Message.id == message_id))
             options = None
-            if message.envelope is not None:
-                options = read_envelope(parse(bytes(message.envelope), limits=self.parse_limits)).content.reply_options
+            if envelope is not None:
+                options = read_envelope(parse(bytes(envelope), limits=self.parse_limits)).content.reply_options
             refused = reply_fits(options, ack.reply, ack.occurred_at)
         if refused is not None:
             raise Rejected.of([refused])
 
-    @staticmethod
-    def _write_moves(
-        session: Session,
-        ack: Acknowledgement,
-        delivery: Delivery,
-        message: Message,
-        step: DeliveryStep,
-        new_message_state: str,
-        now: datetime,
-    ) -> None:
-        session.execute(
-            update(Delivery).where(Delivery.id == delivery.id).values(state=step.state.value, updated_at=now)
+
+class _Batch:
+    """What a batch of acknowledgements reads once, changes in memory, and writes at the end."""
+
+    def __init__(self, session: Session, acks: Sequence[Acknowledgement], *, postgres: bool) -> None:
+        message_ids: set[str] = set()
+        for ack in acks:
+            with contextlib.suppress(Rejected):  # refused later, one by one
+                message_ids.add(delivery_of(ack).rpartition(":")[0])
+        query = (
+            select(Delivery, Message.state)
+            .join(Message, Message.id == Delivery.message_id)
+            .where(Delivery.message_id.in_(sorted(message_ids)))
+            .order_by(Delivery.id)
         )
-        if new_message_state != message.state:
-            session.execute(update(Message).where(Message.id == message.id).values(state=new_message_state))
-        rows: list[dict[str, Any]] = []
+        if postgres:  # two batches acknowledging one message: one after the other
+            query = query.with_for_update(of=Delivery)
+        self.deliveries: dict[str, Delivery] = {}
+        self.message_states: dict[str, str] = {}
+        for delivery, state in session.execute(query) if message_ids else ():
+            self.deliveries[delivery.id] = delivery
+            self.message_states[delivery.message_id] = state
+        self.by_message: dict[str, list[Delivery]] = {}
+        for delivery in self.deliveries.values():
+            session.expunge(delivery)  # changed in memory, written by ``write``
+            self.by_message.setdefault(delivery.message_id, []).append(delivery)
+        self.initial = {ident: d.state for ident, d in self.deliveries.items()}
+        self.initial_messages = dict(self.message_states)
+        keys = {(ack.issuer, ack.ack_id) for ack in acks}
+        self.seen: dict[tuple[str, str], str] = {}
+        if keys:
+            known = session.execute(
+                select(
+                    ProviderAcknowledgement.issuer, ProviderAcknowledgement.ack_id, ProviderAcknowledgement.fingerprint
+                ).where(ProviderAcknowledgement.ack_id.in_(sorted({k[1] for k in keys})))
+            )
+            self.seen = {(issuer, ack_id): said for issuer, ack_id, said in known if (issuer, ack_id) in keys}
+        self.replies: dict[str, int] = {}
+        self._replies_read: set[str] = set()
+        self.events: list[dict[str, Any]] = []
+        self.acks: list[dict[str, Any]] = []
+        self.audit: list[dict[str, Any]] = []
+        self.updated_at: dict[str, datetime] = {}
+
+    def replies_so_far(self, session: Session, message_id: str) -> int:
+        if message_id not in self._replies_read:
+            stored = session.scalar(
+                select(func.count())
+                .select_from(ProviderAcknowledgement)
+                .where(
+                    ProviderAcknowledgement.message_id == message_id,
+                    ProviderAcknowledgement.event == Event.REPLIED.value,
+                    ProviderAcknowledgement.outcome == Outcome.MOVED.value,
+                )
+            )
+            self.replies[message_id] = self.replies.get(message_id, 0) + int(stored or 0)
+            self._replies_read.add(message_id)
+        return self.replies[message_id]
+
+    def moved(
+        self, ack: Acknowledgement, delivery: Delivery, step: DeliveryStep, new_message_state: str, now: datetime
+    ) -> None:
+        self.message_states[delivery.message_id] = new_message_state
+        self.updated_at[delivery.id] = now
         for effect in step.effects:
             detail: dict[str, Any] = {"ack_id": ack.ack_id}
             if effect is not ack.event:
@@ -348,9 +398,9 @@ class AckIntake:
                 detail["reply"] = {"choice_id": ack.reply.choice_id, "text": ack.reply.text}
             if effect is Event.FAILED and ack.error is not None:
                 detail["error"] = {"code": ack.error.code, "message": ack.error.message[:1000]}
-            rows.append(
+            self.events.append(
                 {
-                    "message_id": message.id,
+                    "message_id": delivery.message_id,
                     "kind": effect.value,
                     "occurred_at": ack.occurred_at,
                     "source": ack.issuer,
@@ -358,4 +408,70 @@ class AckIntake:
                     "detail": json.dumps(detail),
                 }
             )
-        session.execute(insert(EventRow), rows)
+
+    def recorded(self, ack: Acknowledgement, delivery: Delivery, said: str, step: DeliveryStep, now: datetime) -> None:
+        self.acks.append(
+            {
+                "issuer": ack.issuer,
+                "ack_id": ack.ack_id,
+                "fingerprint": said,
+                "message_id": delivery.message_id,
+                "delivery_id": delivery.id,
+                "event": ack.event.value,
+                "outcome": step.outcome.value,
+                "occurred_at": ack.occurred_at,
+                "received_at": now,
+            }
+        )
+        self.audit.append(
+            {
+                "at": now,
+                "actor": f"provider:{ack.issuer}",
+                "action": "acknowledged",
+                "message_id": delivery.message_id,
+                "detail": json.dumps(
+                    {
+                        "ack_id": ack.ack_id,
+                        "event": ack.event.value,
+                        "delivery": delivery.id,
+                        "outcome": step.outcome.value,
+                        "effects": [e.value for e in step.effects],
+                    }
+                ),
+            }
+        )
+
+    def write(self, session: Session) -> None:
+        """One statement per table (psycopg pipelines the executemany)."""
+        connection = session.connection()
+        deliveries = _table(Delivery)
+        messages = _table(Message)
+        changed = [
+            {"ident": ident, "new_state": d.state, "at": self.updated_at[ident]}
+            for ident, d in self.deliveries.items()
+            if d.state != self.initial[ident]
+        ]
+        if changed:
+            connection.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("ident"))
+                .values(state=bindparam("new_state"), updated_at=bindparam("at")),
+                changed,
+            )
+        states = [
+            {"ident": ident, "new_state": state}
+            for ident, state in self.message_states.items()
+            if state != self.initial_messages[ident]
+        ]
+        if states:
+            connection.execute(
+                update(messages).where(messages.c.id == bindparam("ident")).values(state=bindparam("new_state")),
+                states,
+            )
+        for model, rows in ((EventRow, self.events), (ProviderAcknowledgement, self.acks), (AuditEntry, self.audit)):
+            if rows:
+                connection.execute(insert(_table(model)), rows)
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
