@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import httpx  # noqa: E402
 from benchdb import drop_schema, postgres_schema  # noqa: E402
 from kombu import Connection, Consumer, Queue  # noqa: E402
+from routing import ssin  # noqa: E402 - the same recipients as the routing benchmark
 
 from hub.broker.topology import declare, queues  # noqa: E402
 from hub.demo import PROVIDERS, key_pair_for, write_config  # noqa: E402
@@ -60,14 +61,6 @@ from tests.kit import keyring  # noqa: E402
 RABBITMQ = os.environ.get("HUB_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 SENDER = ex.FINANCE
 READ_WITH = ("myebox", "doccle")
-
-
-def ssin(n: int) -> str:
-    from datetime import date
-
-    born = date(1950, 1, 1) + timedelta(days=n // 997)
-    first = f"{born:%y%m%d}{n % 997 + 1:03d}"
-    return f"{first}{97 - int(first) % 97:02d}"
 
 
 def free_port() -> int:

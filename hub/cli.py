@@ -27,6 +27,7 @@ from hub.outbound.commands import provider_group
 from hub.outbound.push_command import push_command
 from hub.routing.commands import recipients_group
 from hub.safexml import DEFAULT_LIMITS, parse
+from hub.signals import stop_on_signals
 from hub.signing.keys import (
     KeyPair,
     generate_key,
@@ -287,8 +288,6 @@ worker.add_command(push_command)  # hub worker push: deliveries and acknowledgem
 @refusals_exit
 def worker_inbound() -> None:
     """The AMQP door: accept envelopes published to hub.submit, answer to reply_to."""
-    import signal
-    import threading
 
     from hub.inbound.amqp import AmqpDoor
     from hub.runtime import build_runtime
@@ -297,9 +296,7 @@ def worker_inbound() -> None:
     settings = load_settings()
     runtime = build_runtime(settings)
     door = AmqpDoor(runtime.intake, settings.broker_url)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     click.echo(f"accepting envelopes from hub.submit on {settings.broker_url.split('@')[-1]}")
     try:
         door.run(stop, backoff=settings.redelivery)
@@ -347,8 +344,6 @@ def worker_inbound() -> None:
 @refusals_exit
 def worker_routing(batch_size: int, consumers: int, prefetch: int | None, linger_ms: float, check_every: float) -> None:
     """The routing stage: route accepted messages from hub.routing to the providers' queues."""
-    import signal
-    import threading
 
     from hub.routing.directory import Directory
     from hub.routing.worker import RoutingSource, RoutingWorker, declare_provider_queues
@@ -379,9 +374,7 @@ def worker_routing(batch_size: int, consumers: int, prefetch: int | None, linger
         parse_limits=ParseLimits(max_bytes=settings.max_envelope_bytes),
         linger=linger_ms / 1000 if consumers > 1 and batch_size == 1 else 0.0,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     click.echo(
         f"routing from hub.routing on {settings.broker_url.split('@')[-1]}: "
         f"{len(rules.rules)} rules, providers {', '.join(providers.ids())}; "
@@ -413,8 +406,6 @@ def worker_routing(batch_size: int, consumers: int, prefetch: int | None, linger
 @refusals_exit
 def worker_subscriptions(prefetch: int) -> None:
     """Providers' recipient directory changes published to hub.subscriptions: applied, answered to reply_to."""
-    import signal
-    import threading
 
     from hub.routing.directory import Directory
     from hub.routing.subscriptions_amqp import SubscriptionsConsumer, provider_tokens
@@ -430,9 +421,7 @@ def worker_subscriptions(prefetch: int) -> None:
         click.echo("warning: no provider has an api_token_sha256 in providers.yaml: every message is refused", err=True)
     engine = make_engine(settings.effective_database_url)
     consumer = SubscriptionsConsumer(Directory(session_factory(engine)), tokens, settings.broker_url)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     click.echo(
         f"applying directory changes from hub.subscriptions on {settings.broker_url.split('@')[-1]}: "
         f"providers with a token: {', '.join(with_tokens) or 'none'}"
@@ -510,7 +499,6 @@ def _directory_lookup(settings: Settings, facts: MessageFacts) -> Recipient | No
 @refusals_exit
 def run_command(no_http: bool) -> None:
     """Every stage of the hub in one process: HTTP doors, relay, routing, acknowledgements, forwarding."""
-    import signal
 
     from hub.runtime import build_runtime
     from hub.service import Service
@@ -522,8 +510,7 @@ def run_command(no_http: bool) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(make_engine(settings.effective_database_url))
     service = Service(build_runtime(settings), http=not no_http)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop_event.set())
+    stop_on_signals(service.stop_event)
     service.start()
     where = "" if no_http else f"; HTTP on {settings.http_host}:{settings.http_port}"
     click.echo(f"hub running on {settings.broker_url.split('@')[-1]}{where} (Ctrl-C stops it)")
@@ -537,8 +524,6 @@ def run_command(no_http: bool) -> None:
 @refusals_exit
 def worker_acks() -> None:
     """Providers' acknowledgements from hub.acks: verified, applied, audited."""
-    import signal
-    import threading
 
     from hub.broker.consumer import consume_batches
     from hub.outbound.intake import MAX_ACK_BYTES, AckIntake
@@ -553,9 +538,7 @@ def worker_acks() -> None:
     intake = AckIntake(
         session_factory(engine), lambda: source.current()[0], parse_limits=ParseLimits(max_bytes=MAX_ACK_BYTES)
     )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     click.echo(f"applying acknowledgements from hub.acks on {settings.broker_url.split('@')[-1]}")
     try:
         consume_batches(
@@ -569,8 +552,6 @@ def worker_acks() -> None:
 @refusals_exit
 def worker_forward() -> None:
     """Events -> acknowledgements signed by the hub, on the senders' queues (sender.<id>.acks)."""
-    import signal
-    import threading
 
     from hub.outbound.forwarding import Forwarder
     from hub.runtime import build_runtime
@@ -580,9 +561,7 @@ def worker_forward() -> None:
     settings = load_settings()
     runtime = build_runtime(settings)
     forwarder = Forwarder(runtime.sessions, Signer(runtime.hub_keys), runtime.directory)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     click.echo("forwarding events to senders' queues (the relay publishes them)")
     try:
         forwarder.run_forever(stop)

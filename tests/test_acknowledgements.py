@@ -10,7 +10,6 @@ foreign, duplicate and out-of-turn acknowledgements are refused or absorbed as t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import threading
@@ -20,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import amqp.exceptions  # type: ignore[import-untyped]
 import pytest
 from kombu import Connection
 from sqlalchemy import func, select
@@ -53,6 +51,7 @@ from tests.test_routing_worker import (  # noqa: F401 - shared fixtures
     broker_url,
     config_dir,
     database_url,
+    delete_queues,
 )
 
 SENDER = ex.SOCIAL
@@ -77,17 +76,7 @@ def catalog_with_keys(config_dir: Path) -> ProviderCatalog:
 
 
 def _delete_queues(url: str) -> None:
-    with Connection(url) as connection:
-        for spec in topology.queues(PROVIDER_IDS, [SENDER]):
-            channel = connection.channel()
-            try:
-                channel.queue_purge(spec.name)
-                channel.queue_delete(spec.name)
-            except amqp.exceptions.NotFound:
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    channel.close()
+    delete_queues(url, PROVIDER_IDS, (SENDER,))
 
 
 class Loop(Stage):

@@ -19,10 +19,9 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-import amqp.exceptions
 import pytest
 from click.testing import CliRunner
-from kombu import Connection, Producer
+from kombu import Producer
 
 from hub.broker import topology
 from hub.broker.connection import connect
@@ -39,6 +38,7 @@ from hub.signing.truststore import TrustStore, trusted
 from hub.signing.verifier import Verifier
 from tests.kit import key_pair, keyring
 from tests.test_broker import QUICK_RETRIES, Got, broker, drain, rabbitmq_vhost  # noqa: F401 - shared fixtures
+from tests.test_routing_worker import delete_queues
 
 PROVIDER_IDS = ("myebox", "doccle", "irisbox", "enterprise", "paper")
 FAST_OPEN = Behaviour(open_probability=1.0, open_delay_s=0.05, reply_probability=0.0, seed=7)
@@ -47,28 +47,14 @@ FAST_OPEN = Behaviour(open_probability=1.0, open_delay_s=0.05, reply_probability
 # -- fixtures and helpers ----------------------------------------------------------------------
 
 
-def _delete_provider_queues(url: str) -> None:
-    with Connection(url) as connection:
-        for spec in topology.queues(PROVIDER_IDS):
-            channel = connection.channel()
-            try:
-                channel.queue_purge(spec.name)
-                channel.queue_delete(spec.name)
-            except amqp.exceptions.NotFound:
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    channel.close()
-
-
 @pytest.fixture
 def hub_broker(broker: str) -> Iterator[str]:  # noqa: F811 - the shared fixture
     """The broker with the hub's topology declared for the five providers, and nothing queued."""
-    _delete_provider_queues(broker)
+    delete_queues(broker)
     with connect(broker) as connection:
         topology.declare(connection, PROVIDER_IDS)
     yield broker
-    _delete_provider_queues(broker)
+    delete_queues(broker)
 
 
 @cache

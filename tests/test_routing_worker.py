@@ -128,9 +128,10 @@ def broker_url(database_url):
         yield rabbitmq_url()
 
 
-def _delete_queues(url: str) -> None:
+def delete_queues(url: str, providers: tuple[str, ...] = PROVIDER_IDS, senders: tuple[str, ...] = ()) -> None:
+    """Purge and delete the hub's queues for these providers and senders (a test starts from nothing)."""
     with Connection(url) as connection:
-        for spec in topology.queues(PROVIDER_IDS):
+        for spec in topology.queues(providers, senders):
             channel = connection.channel()
             try:
                 channel.queue_purge(spec.name)
@@ -261,11 +262,11 @@ class Stage:
 
 @pytest.fixture
 def stage(tmp_path, database_url, broker, config_dir) -> Iterator[Stage]:  # noqa: F811
-    _delete_queues(broker)
+    delete_queues(broker)
     hub_stage = Stage(tmp_path, database_url, broker, config_dir)
     yield hub_stage
     hub_stage.close()
-    _delete_queues(broker)
+    delete_queues(broker)
 
 
 def is_rabbitmq(url: str) -> bool:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
-
 import click
 
 from hub.broker.connection import connect
 from hub.broker.relay import OutboxRelay
 from hub.broker.topology import declare
 from hub.errors import ConfigError, Unavailable
+from hub.signals import stop_on_signals
 
 
 @click.group("broker")
@@ -74,14 +71,7 @@ def relay_command(database_url: str | None, broker_url: str | None, batch: int |
                         break
             click.echo(f"published {total} outbox rows")
             return
-        stop = threading.Event()
-
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        relay.run_forever(stop)
+        relay.run_forever(stop_on_signals())
     except ConfigError as bad:
         raise click.UsageError(str(bad)) from bad
     except Unavailable as down:

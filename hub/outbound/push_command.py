@@ -101,12 +101,10 @@ def declare_push_queues(broker_url: str, targets: Sequence[PushTarget]) -> None:
 )
 def push_command(timeout_s: float, prefetch: int) -> None:
     """Push deliveries (providers with an http channel) and acknowledgements (senders with a webhook) by HTTPS."""
-    import signal
-    import threading
-
     from hub.errors import ConfigError, Unavailable
     from hub.outbound.push import run_pushers, safe_url
     from hub.settings import load_settings
+    from hub.signals import stop_on_signals
 
     try:
         settings = load_settings()
@@ -128,9 +126,7 @@ def push_command(timeout_s: float, prefetch: int) -> None:
         raise click.UsageError(str(bad)) from bad
     except Unavailable as down:
         raise click.ClickException(str(down)) from down
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     click.echo(
         f"pushing on {settings.broker_url.split('@')[-1]}: "
         + ", ".join(f"{t.queue} -> {safe_url(t.url)}" for t in targets)
