@@ -112,15 +112,17 @@ def fill_directory(database_url: str, count: int) -> None:
 
 
 @contextlib.contextmanager
-def processes(env: dict[str, str], config: Path, port: int, *, single: bool) -> Iterator[list[subprocess.Popen[bytes]]]:
+def processes(env: dict[str, str], config: Path, port: int, *, single: bool) -> Iterator[dict[str, int]]:
     hub = [str(Path(sys.executable).parent / "hub")]  # the console script of this environment
-    started = []
+    started: list[subprocess.Popen[bytes]] = []
+    names: list[str] = []
     logs = config.parent / "logs"
     logs.mkdir(exist_ok=True)
 
     def start(name: str, *args: str) -> None:
         out = (logs / f"{name}.log").open("wb")
         started.append(subprocess.Popen([*hub, *args], env=env, stdout=out, stderr=subprocess.STDOUT))
+        names.append(name)
 
     try:
         if single:
@@ -159,7 +161,7 @@ def processes(env: dict[str, str], config: Path, port: int, *, single: bool) -> 
                 raise SystemExit(f"the hub did not come up; see {logs}")
             time.sleep(0.2)
         time.sleep(1.0)  # the workers declare their queues and start consuming
-        yield started
+        yield dict(zip(names, (p.pid for p in started), strict=True))
     finally:
         for process in started:
             process.send_signal(signal.SIGTERM)
@@ -194,6 +196,34 @@ class Listener:
                 while not self.stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         connection.drain_events(timeout=0.2)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+    return found
+
+
+def cpu_by_stage(started: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each hub process, of RabbitMQ, of PostgreSQL (all its processes) and of this one."""
+    figures = {name: cpu_seconds(pid) for name, pid in started.items()}
+    figures["rabbitmq"] = sum(cpu_seconds(pid) for pid in pids_named("beam.smp"))
+    figures["postgresql"] = sum(cpu_seconds(pid) for pid in pids_named("postgres"))
+    figures["sender (this benchmark)"] = cpu_seconds(os.getpid())
+    return figures
 
 
 def purge(url: str, queues: list[str]) -> None:
@@ -239,8 +269,9 @@ def main() -> None:
         listener.thread.start()
         submitted: dict[str, float] = {}
         refused = 0
-        with processes(env, config, port, single=args.single_process):
+        with processes(env, config, port, single=args.single_process) as started:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+            cpu_before = cpu_by_stage(started)
             start = time.perf_counter()
 
             def post(index: int) -> None:
@@ -264,6 +295,7 @@ def main() -> None:
             while len(set(submitted) & set(listener.delivered)) < len(submitted) and time.perf_counter() < deadline:
                 time.sleep(0.1)
             wall = time.perf_counter() - start
+            cpu_after = cpu_by_stage(started)
             client.close()
         listener.stop.set()
         listener.thread.join(5)
@@ -287,6 +319,12 @@ def main() -> None:
         "delivered_p95_ms": round(quantiles[94], 1),
         "delivered_p99_ms": round(quantiles[98], 1),
     }
+    print("CPU milliseconds per message delivered, by process:")
+    spent = {name: (cpu_after[name] - cpu_before[name]) * 1000 / len(latencies) for name in cpu_after}
+    for name, ms in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<24} {ms:>7.2f}")
+    print(f"  {'total':<24} {sum(spent.values()):>7.2f}  (this machine has {os.cpu_count()} cores)")
+    figures["cpu_ms_per_message"] = round(sum(spent.values()), 2)
     for key, value in figures.items():
         print(f"{key:<22} {value:>10}")
     print(json.dumps(figures, sort_keys=True))

@@ -12,7 +12,6 @@ See ``hub.outbound.push`` for the requests and what each answer leads to.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -30,7 +29,8 @@ def push_targets(settings: Settings, *, on_provider_delivered: ProviderHook | No
     """Every queue to push and its URL, from ``providers.yaml`` and ``senders.yaml`` (a missing file: none from it).
 
     ``on_provider_delivered`` is the hook for the hub's acknowledgement intake (recording a
-    provider push as ``delivered``); None for now. ``ConfigError`` (file and line) when a file is wrong.
+    provider push as ``delivered``: ``AckIntake.delivered_by_push``). ``ConfigError`` (file and
+    line) when a file is wrong.
     """
     from hub.broker.topology import provider_queue, sender_queue
     from hub.inbound.senders import load_senders
@@ -57,28 +57,15 @@ def push_targets(settings: Settings, *, on_provider_delivered: ProviderHook | No
 
 
 def declare_push_queues(broker_url: str, targets: Sequence[PushTarget]) -> None:
-    """Declare the targets' queues with their retry queues and ``hub.dead`` (idempotent).
-
-    The topology gives ``sender.<id>.acks`` no retry queue (senders consume it); a pushed one
-    needs it, declared here exactly as the topology would (``QueueSpec.retry_spec``).
-    """
+    """Declare the targets' queues with their retry queues and ``hub.dead`` (idempotent)."""
     from hub.broker import topology
-    from hub.broker.connection import broker_errors, connect
+    from hub.broker.connection import connect
 
     providers = [t.queue.removeprefix("provider.") for t in targets if t.queue.startswith("provider.")]
     senders = [t.queue.removeprefix("sender.").removesuffix(".acks") for t in targets if t.queue.startswith("sender.")]
     connection = connect(broker_url)
     try:
         topology.declare(connection, providers, senders)
-        with broker_errors("declaring the retry queues of pushed acknowledgements"):
-            channel = connection.channel()
-            try:
-                for sender in senders:
-                    retry = dataclasses.replace(topology.sender_queue(sender), retried=True).retry_spec
-                    assert retry is not None
-                    retry.kombu()(channel).declare()
-            finally:
-                channel.close()
     finally:
         connection.release()
 
@@ -102,13 +89,21 @@ def declare_push_queues(broker_url: str, targets: Sequence[PushTarget]) -> None:
 def push_command(timeout_s: float, prefetch: int) -> None:
     """Push deliveries (providers with an http channel) and acknowledgements (senders with a webhook) by HTTPS."""
     from hub.errors import ConfigError, Unavailable
+    from hub.outbound.intake import AckIntake
     from hub.outbound.push import run_pushers, safe_url
+    from hub.routing.providers import ProviderCatalog, load_providers
     from hub.settings import load_settings
     from hub.signals import stop_on_signals
+    from hub.store.db import make_engine, session_factory
 
     try:
         settings = load_settings()
-        targets = push_targets(settings, on_provider_delivered=None)  # the acknowledgement intake comes later
+        providers_file = settings.config_dir / "providers.yaml"
+        catalog = load_providers(providers_file) if providers_file.exists() else ProviderCatalog({})
+        engine = make_engine(settings.effective_database_url)
+        intake = AckIntake(session_factory(engine), catalog)
+        # a provider's 2xx is its delivery's `delivered`, recorded as its own acknowledgement would be
+        targets = push_targets(settings, on_provider_delivered=intake.delivered_by_push)
     except ConfigError as bad:
         raise click.UsageError(str(bad)) from bad
     if not targets:
