@@ -77,6 +77,12 @@ class Message(Base):
     """The envelope exactly as received (removed at expiry; the digest stays)."""
     receipt: Mapped[bytes] = mapped_column(LargeBinary)
     """The signed submission receipt, returned again on an idempotent repeat."""
+    warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When providers were warned that the message, still unread, expires soon (lifecycle)."""
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When providers were last reminded that the message is still unread (lifecycle)."""
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """When retention removed the content (the metadata, the digest and the proofs stay)."""
 
 
 _UNSEQUENCED = "seq IS NULL"
@@ -204,6 +210,27 @@ class AuditEntry(Base):
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str | None] = mapped_column(String(64))
     """Chained by the audit sealer (lifecycle); NULL until sealed."""
+    seq: Mapped[int | None] = mapped_column(Id64, unique=True)
+    """The entry's place in the chain, given by the sealer in commit order; NULL until sealed."""
+
+
+class Refusal(Base):
+    """An envelope refused at intake from a sender the hub could identify: counted, never its content.
+
+    ``sender_id`` is the institution the envelope claimed to be from once its signature was
+    verified (else the authenticated party); refusals of unauthenticated garbage leave nothing.
+    """
+
+    __tablename__ = "refusals"
+    __table_args__ = (Index("ix_refusals_sender_at", "sender_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Id64, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sender_id: Mapped[str] = mapped_column(String(10))
+    submitter_id: Mapped[str | None] = mapped_column(String(10))
+    message_type: Mapped[str | None] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(32))
+    door: Mapped[str] = mapped_column(String(16))
 
 
 class RecipientRecord(Base):

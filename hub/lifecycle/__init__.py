@@ -1,0 +1,1 @@
+"""Lifecycle and operations: retention and expiry, the tamper-evident audit trail, monthly statistics."""
