@@ -23,6 +23,9 @@ from hub.envelope.examples import KINDS, example
 from hub.envelope.rules import MessageTypePolicy
 from hub.envelope.validation import validate_envelope
 from hub.errors import ConfigError, Rejected, Unavailable
+from hub.lifecycle.audit_cli import audit_group
+from hub.lifecycle.retention_cli import lifecycle_group
+from hub.lifecycle.stats_cli import stats_group
 from hub.outbound.commands import provider_group
 from hub.outbound.push_command import push_command
 from hub.routing.commands import recipients_group
@@ -223,6 +226,9 @@ cli.add_command(relay_command)
 cli.add_command(dlq_group)
 cli.add_command(recipients_group)
 cli.add_command(provider_group)
+cli.add_command(stats_group)  # hub stats: monthly figures per institution
+cli.add_command(audit_group)
+cli.add_command(lifecycle_group)  # hub lifecycle run: retention (warnings, reminders, expiry)
 
 
 @keys.command("token")

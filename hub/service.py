@@ -12,6 +12,8 @@ better, see ``docs/deployment.md``):
     acks           providers' acknowledgements from hub.acks
     forwarder      events -> signed acknowledgements on sender.<id>.acks
     subscriptions  providers' recipient directory changes from hub.subscriptions
+    audit-sealer   chains the audit entries committed since the last second
+    lifecycle      retention: expiry warnings and unread reminders to providers, content removed at expiry
     push           deliveries and acknowledgements to webhooks (only when some are configured)
 
 A component that fails (a missing queue, a bug at start) stops them all, and ``run``
@@ -127,6 +129,8 @@ class Service:
         )
         self._spawn("amqp-inbound", lambda: door.run(stop, backoff=backoff))
         self._spawn("subscriptions", self._subscriptions)
+        self._spawn("audit-sealer", self._seal_audit)
+        self._spawn("lifecycle", self._retention)
         targets = self._push_targets()
         if targets:
             self._spawn("push", lambda: run_pushers(self.broker_url, targets, stop, backoff))
@@ -146,6 +150,19 @@ class Service:
             consumer.run(self.stop_event)
         finally:
             consumer.close()
+
+    def _seal_audit(self) -> None:
+        """Chain the audit entries committed in the last second (``hub.lifecycle.audit``)."""
+        from hub.lifecycle.audit import seal_forever
+
+        seal_forever(self.runtime.sessions, self.stop_event, every=1.0)
+
+    def _retention(self) -> None:
+        """Expiry warnings, unread reminders and expiry (``hub.lifecycle.retention``), every ``check_every_s``."""
+        from hub.lifecycle.retention import RetentionScheduler
+
+        scheduler = RetentionScheduler.for_runtime(self.runtime, clock=lambda: self.intake.clock())
+        scheduler.run_forever(self.stop_event, every=self.runtime.settings.lifecycle_check_every_s)
 
     def _push_targets(self) -> list[PushTarget]:
         targets: list[PushTarget] = [

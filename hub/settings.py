@@ -36,6 +36,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tls_certificate": "",
         "client_ca": "",
     },
+    "lifecycle": {"warn_days": 7, "reminder_days": 15, "check_every_s": 60.0},
 }
 
 
@@ -65,6 +66,9 @@ class Settings:
     tls_key: Path | None = None
     tls_certificate: Path | None = None
     client_ca: Path | None = None
+    lifecycle_warn_days: int = 7
+    lifecycle_reminder_days: int = 15
+    lifecycle_check_every_s: float = 60.0
     raw: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
@@ -121,6 +125,16 @@ def retry_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def lifecycle_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What is wrong with a ``[lifecycle]`` section (the key and why), or None."""
+    for key in ("warn_days", "reminder_days"):
+        if values[key] < 0:
+            return key, f"must be at least 0 (0: none), not {values[key]}"
+    if values["check_every_s"] <= 0:
+        return "check_every_s", f"must be more than 0 seconds, not {values['check_every_s']}"
+    return None
+
+
 def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     folder = Path(config_dir or env.get("HUB_CONFIG_DIR") or "config")
@@ -138,6 +152,8 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
                 raise part.error(f"must be INT or PROD, not {merged['hub']['environment']!r}", "environment")
             if section_name == "retry" and (problem := retry_problem(merged["retry"])):
                 raise part.error(problem[1], problem[0])
+            if section_name == "lifecycle" and (problem := lifecycle_problem(merged["lifecycle"])):
+                raise part.error(problem[1], problem[0])
         top.finish()
     known = {
         ("HUB_" + key if section == "hub" else f"HUB_{section}_{key}").upper(): (section, key)
@@ -150,6 +166,8 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
             merged[section_name][key] = _coerce(value, DEFAULTS[section_name][key], name)
     if problem := retry_problem(merged["retry"]):
         raise ConfigError(f"[retry] {problem[0]} {problem[1]} (after the HUB_RETRY_* variables)")
+    if problem := lifecycle_problem(merged["lifecycle"]):
+        raise ConfigError(f"[lifecycle] {problem[0]} {problem[1]} (after the HUB_LIFECYCLE_* variables)")
 
     def path_or_none(value: str) -> Path | None:
         return None if not value else (Path(value) if Path(value).is_absolute() else folder / value)
@@ -181,5 +199,8 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         tls_key=path_or_none(merged["http"]["tls_key"]),
         tls_certificate=path_or_none(merged["http"]["tls_certificate"]),
         client_ca=path_or_none(merged["http"]["client_ca"]),
+        lifecycle_warn_days=int(merged["lifecycle"]["warn_days"]),
+        lifecycle_reminder_days=int(merged["lifecycle"]["reminder_days"]),
+        lifecycle_check_every_s=float(merged["lifecycle"]["check_every_s"]),
         raw=merged,
     )

@@ -40,7 +40,7 @@ from hub.settings import load_settings
 from hub.signing.truststore import TrustStore, trusted
 from hub.signing.verifier import Verifier
 from hub.store.db import make_engine, session_factory, upgrade
-from hub.store.models import AuditEntry, Event, Message, OutboxEntry
+from hub.store.models import AuditEntry, Event, Message, OutboxEntry, Refusal
 from tests.kit import NOW, TOKENS, directory, example, keyring
 
 A = "{" + ACK_NS + "}"
@@ -366,7 +366,13 @@ def test_a_refused_envelope_is_a_client_fault_with_the_rest_doors_code(soap, cas
     # The detail is the declared fault element: zeep reads it with the WSDL's types.
     mapped = soap.client.get_element(T + "Error").parse(error, soap.client.wsdl.types)
     assert mapped.Code == code and mapped.Message in fault.findtext("faultstring")
-    assert counts(soap.runtime) == NOTHING
+    # Signed by a registered sender, refused for a business rule: each refusal (SOAP, then REST) is
+    # counted for the statistics (a refusal row and an audit entry); forged input leaves nothing.
+    identified = case in ("unknown-message-type", "invalid-ssin")
+    assert counts(soap.runtime) == ({**NOTHING, "audit": 2} if identified else NOTHING)
+    with soap.runtime.sessions() as session:
+        doors = sorted(r.door for r in session.scalars(select(Refusal)) if r.code == code)
+    assert doors == (["rest", "soap"] if identified else [])
 
 
 def test_the_same_sender_message_id_with_other_content_is_refused(soap):

@@ -372,6 +372,17 @@ def _cli_errors(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+AUDITED_IDS = 1000
+"""Most dead letter ids one audit entry lists (the counts are always there)."""
+
+
+def _audited(action: str, detail: dict[str, Any]) -> None:
+    """The operator's action in the audit trail (ids and counts: no body, no personal data)."""
+    from hub.lifecycle.audit_cli import operator_audit
+
+    operator_audit(action, detail)
+
+
 URL_OPTION = click.option("--url", metavar="URL", help="Broker URL. Default: the settings' broker (HUB_BROKER_URL).")
 
 
@@ -464,8 +475,20 @@ def dlq_replay(ident: str | None, everything: bool, queue: str | None, url: str 
     if ident is not None:
         letter = dead_letters.replay(ident)
         click.echo(f"replayed {letter.id} ({letter.message_id or 'no message id'}) to {letter.queue}")
+        _audited("dlq-replay", {"replayed": [letter.id], "queues": [letter.queue], "kept": []})
         return
     report = dead_letters.replay_all(queue=queue)
+    _audited(
+        "dlq-replay",
+        {
+            "replayed": [letter.id for letter in report.replayed][:AUDITED_IDS],
+            "replayed_count": len(report.replayed),
+            "kept": [letter.id for letter, _ in report.skipped][:AUDITED_IDS],
+            "kept_count": len(report.skipped),
+            "queues": sorted({str(letter.queue) for letter in report.replayed}),
+            "only_queue": queue,
+        },
+    )
     for letter in report.replayed:
         click.echo(f"replayed {letter.id} ({letter.message_id or 'no message id'}) to {letter.queue}")
     for letter, why in report.skipped:
@@ -488,4 +511,6 @@ def dlq_purge(yes: bool, url: str | None) -> None:
         return
     if not yes:
         click.confirm(f"Remove all {waiting} dead letter(s) from {DEAD}? They cannot be recovered", abort=True)
-    click.echo(f"removed {dead_letters.purge()} dead letter(s)")
+    removed = dead_letters.purge()
+    click.echo(f"removed {removed} dead letter(s)")
+    _audited("dlq-purge", {"removed": removed})

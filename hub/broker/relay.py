@@ -56,6 +56,7 @@ from hub.broker.topology import MAX_PRIORITY, declare
 from hub.errors import Unavailable
 from hub.store.db import unavailable_on_outage
 from hub.store.models import Message, OutboxEntry
+from hub.store.wakeup import OUTBOX, Wakeup
 
 log = logging.getLogger("hub.broker")
 
@@ -287,6 +288,7 @@ class OutboxRelay:
         self.retry = retry
         self.clock = clock
         self._connection: Connection | None = None
+        self._wakeup: Wakeup | None = None
         self._publisher: Publisher | None = None
 
     # -- the broker side -------------------------------------------------------------------
@@ -410,9 +412,16 @@ class OutboxRelay:
             log.warning("relay: %d of %d outbox rows stay unsent", len(messages) - len(confirmed), len(messages))
         return len(confirmed) + len(withdrawn)
 
-    def run_forever(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
-        """Relay until ``stop`` is set; an outage is logged and retried with the back-off policy."""
+    def run_forever(self, stop: threading.Event, idle_sleep: float = 0.5) -> None:
+        """Relay until ``stop`` is set; an outage is logged and retried with the back-off policy.
+
+        When a round finds less than a batch, the relay waits for a writer's wake-up
+        (``hub.store.wakeup``: a transaction that wrote outbox rows committed) or ``idle_sleep``
+        seconds, whichever comes first; held rows that became due are found by that polling.
+        """
         failures = 0
+        bind = self.sessions.kw.get("bind")
+        self._wakeup = Wakeup(bind, OUTBOX) if bind is not None else None
         try:
             while not stop.is_set():
                 try:
@@ -428,18 +437,23 @@ class OutboxRelay:
                     self._idle(stop, idle_sleep)
         finally:
             self.close()
+            if self._wakeup is not None:
+                self._wakeup.close()
 
     def _idle(self, stop: threading.Event, seconds: float) -> None:
-        """Wait; on RabbitMQ read (and answer) heartbeats meanwhile, so an idle relay stays connected."""
+        """Wait for a wake-up or ``seconds``; then, on RabbitMQ, read (and answer) heartbeats."""
+        if self._wakeup is not None:
+            self._wakeup.wait(seconds)
+        else:
+            stop.wait(seconds)
         connection = self._connection
         if connection is None or not is_amqp(connection):
-            stop.wait(seconds)
             return
         try:
             with broker_errors("the broker"):
                 connection.heartbeat_check()
                 with contextlib.suppress(TimeoutError):  # nothing arrived: the usual case
-                    connection.drain_events(timeout=seconds)
+                    connection.drain_events(timeout=0.001)
         except Unavailable as exc:
             log.warning("relay: %s; reconnecting", exc)
             self.close()

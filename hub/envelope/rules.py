@@ -33,6 +33,12 @@ class MessageTypePolicy:
     """Retention applied when the envelope gives no ExpiresAt."""
     unlimited_allowed: bool = False
     """Whether RetainIndefinitely is accepted for this type (and sender)."""
+    expiry_warning_days: int | None = None
+    """Days before expiry that providers are warned of a message still unread (0: never);
+    ``None``: the hub's ``[lifecycle] warn_days``."""
+    reminder_days: int | None = None
+    """Providers are reminded every this many days that a message is still unread (0: never);
+    ``None``: the hub's ``[lifecycle] reminder_days``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +76,16 @@ def add_months(when: datetime, months: int) -> datetime:
         except ValueError:
             continue
     raise ValueError(f"cannot add {months} months to {when}")  # pragma: no cover
+
+
+def expiry_for(header: m.Header, policy: MessageTypePolicy) -> datetime | None:
+    """When a message expires: its ``ExpiresAt``; ``None`` with ``RetainIndefinitely`` (already
+    authorised by the policy); else the type's default retention after ``Created``."""
+    if header.expires_at is not None:
+        return header.expires_at
+    if header.retain_indefinitely:
+        return None
+    return add_months(header.created, policy.default_retention_months)
 
 
 def check_rules(

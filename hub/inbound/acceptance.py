@@ -7,6 +7,14 @@ A receipt is returned only after the transaction committed: nothing the hub said
 "accepted" can be lost. A repeat of the same envelope (same sender, same sender message
 id, same bytes) returns the original receipt; the same id with other bytes is refused
 ``DUPLICATE_MESSAGE_ID``.
+
+A refusal of an envelope whose sender the hub could identify (its signature verified against
+a registered sender, or the TLS client certificate named the party) is counted for the
+monthly statistics: one ``refusals`` row (sender, submitter, message type, code, door) and
+one audit entry (``hub.inbound`` ``refused``: code, door, message type; no content, no
+recipient), in a short transaction of their own. Unidentified, forged or garbage input
+leaves nothing. A database outage while counting a refusal is logged; the answer stays the
+refusal.
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
+from lxml import etree
 from sqlalchemy import Table, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.envelope.model import Envelope
+from hub.envelope.model import ENVELOPE_NS, TYPES_NS, Envelope, Header
+from hub.envelope.rules import expiry_for
 from hub.errors import ErrorCode, Rejected
 from hub.groupcommit import GroupCommit
 from hub.inbound.authorisation import authorise
@@ -32,9 +42,10 @@ from hub.inbound.receipts import signed_receipt
 from hub.inbound.senders import SenderDirectory
 from hub.safexml import ParseLimits
 from hub.signing.signer import Signer
-from hub.signing.verifier import Verifier
+from hub.signing.verifier import Verified, Verifier
 from hub.store.db import unavailable_on_outage
-from hub.store.models import AuditEntry, Base, Event, Message, OutboxEntry
+from hub.store.models import AuditEntry, Base, Event, Message, OutboxEntry, Refusal
+from hub.store.wakeup import EVENTS, OUTBOX, notify
 
 log = logging.getLogger("hub.inbound")
 
@@ -67,6 +78,26 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class _Witness(Verifier):
+    """The intake's verifier for one envelope, remembering what it verified (who signed, the tree).
+
+    After a refusal, ``verified`` says whether the sender was identified: set, the signature held.
+    """
+
+    def __init__(self, inner: Verifier) -> None:
+        super().__init__(inner.trust, backend=inner.backend)
+        self.inner = inner
+        self.verified: Verified | None = None
+
+    def verify(self, root: etree._Element, *, now: datetime, parties: list[str] | None = None) -> Verified:
+        self.verified = self.inner.verify(root, now=now, parties=parties)
+        return self.verified
+
+
+_SENDER = f"{{{ENVELOPE_NS}}}Header/{{{ENVELOPE_NS}}}Sender/{{{TYPES_NS}}}"
+_MESSAGE_TYPE = f"{{{ENVELOPE_NS}}}Header/{{{ENVELOPE_NS}}}MessageType"
+
+
 class Intake:
     """Accepts envelopes. Thread-safe: one per process, shared by every door."""
 
@@ -91,10 +122,10 @@ class Intake:
 
     # -- the pipeline -----------------------------------------------------------------
 
-    def open(self, data: bytes, now: datetime) -> OpenedEnvelope:
+    def open(self, data: bytes, now: datetime, *, witness: _Witness | None = None) -> OpenedEnvelope:
         return open_envelope(
             data,
-            verifier=self.verifier,
+            verifier=witness or self.verifier,
             now=now,
             policy=lambda envelope: authorise(envelope, self.directory, hub_environment=self.environment),
             parse_limits=self.parse_limits,
@@ -107,30 +138,35 @@ class Intake:
         concurrent requests share one transaction instead of queueing for one each.
         """
         now = self.clock()
+        witness = _Witness(self.verifier)
         try:
-            opened = self.open(data, now)
+            opened = self.open(data, now, witness=witness)
             if client_party is not None and client_party != opened.verified.signer.party:
                 raise Rejected(
                     ErrorCode.NOT_AUTHORISED,
                     f"the TLS client certificate belongs to {client_party} but the envelope is signed by "
                     f"{opened.verified.signer.party}; connect with the certificate of the signer.",
                 )
+            return self._group.submit(_Pending(opened, data, door, now))
         except Rejected as refused:
             log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
+            self._record_refusals([(refused, witness.verified, client_party)], door=door, now=now)
             raise
-        return self._group.submit(_Pending(opened, data, door, now))
 
     def submit_many(self, items: Sequence[bytes], *, door: str) -> list[Receipt | Rejected]:
         """Accept a batch: each envelope gets its own receipt or refusal; one commit for all."""
         now = self.clock()
         results: list[Receipt | Rejected | None] = []
         good: list[tuple[int, OpenedEnvelope, bytes]] = []
+        refusals: list[tuple[Rejected, Verified | None, str | None]] = []
         for index, data in enumerate(items):
+            witness = _Witness(self.verifier)
             try:
-                good.append((index, self.open(data, now), data))
+                good.append((index, self.open(data, now, witness=witness), data))
                 results.append(None)
             except Rejected as refused:
                 results.append(refused)
+                refusals.append((refused, witness.verified, None))
         # The same sender message id twice in one batch: the second waits for the first's outcome.
         seen: dict[tuple[str, str], int] = {}
         first_pass: list[tuple[int, OpenedEnvelope, bytes]] = []
@@ -144,7 +180,79 @@ class Intake:
             results[index] = receipt
         for index, opened, data in repeats:
             results[index] = self._store([_Pending(opened, data, door, now)])[0]
+        for index, opened, _ in good:
+            outcome = results[index]
+            if isinstance(outcome, Rejected):  # a sender message id used for another envelope
+                refusals.append((outcome, opened.verified, None))
+        self._record_refusals(refusals, door=door, now=now)
         return [r for r in results if r is not None]
+
+    # -- refusals -------------------------------------------------------------------------
+
+    def _record_refusals(
+        self, refusals: Sequence[tuple[Rejected, Verified | None, str | None]], *, door: str, now: datetime
+    ) -> None:
+        """Count the refusals whose sender is known (see the module's doc); never raises."""
+        rows, audits = [], []
+        for refused, verified, client_party in refusals:
+            identified = self._identified(verified, client_party)
+            if identified is None:
+                continue  # unidentified, forged or garbage: no row
+            sender, submitter, message_type = identified
+            code, row_door = refused.code.value, door[:16]
+            rows.append(
+                {
+                    "at": now,
+                    "sender_id": sender,
+                    "submitter_id": submitter,
+                    "message_type": message_type,
+                    "code": code,
+                    "door": row_door,
+                }
+            )
+            audits.append(
+                {
+                    "at": now,
+                    "actor": "hub.inbound",
+                    "action": "refused",
+                    "message_id": None,
+                    # No personal data: no recipient, no content.
+                    "detail": json.dumps({"code": code, "door": row_door, "message_type": message_type}),
+                }
+            )
+        if not rows:
+            return
+        try:
+            with self.sessions() as session:
+                connection = session.connection()
+                connection.execute(insert(_table(Refusal)), rows)
+                connection.execute(insert(_table(AuditEntry)), audits)
+                session.commit()
+        except SQLAlchemyError as exc:
+            # Counting is secondary: the sender still gets its refusal, not a 503.
+            log.warning(
+                "refusal not recorded",
+                extra={"event": "refusal_not_recorded", "door": door, "error": exc.__class__.__name__},
+            )
+
+    def _identified(self, verified: Verified | None, client_party: str | None) -> tuple[str, str, str | None] | None:
+        """(sender, submitter, message type) of a refused envelope, or None when its sender is unknown.
+
+        The sender is the institution the envelope claims (``OnBehalfOf``) when its signer is that
+        institution or an integrator mandated by it, else the signer itself; with a TLS client
+        certificate of another party (or no verified signature), the certificate's party.
+        """
+        if verified is not None and client_party in (None, verified.signer.party):
+            submitter = verified.signer.party
+            behalf = (verified.root.findtext(_SENDER + "OnBehalfOf") or "").strip()
+            integrator = self.directory.integrators.get(submitter)
+            mandated = integrator is not None and behalf in integrator.mandates
+            sender = behalf if mandated and behalf in self.directory.institutions else submitter
+            message_type = (verified.root.findtext(_MESSAGE_TYPE) or "").strip()
+            return sender[:10], submitter[:10], (message_type or None) if len(message_type) <= 64 else None
+        if client_party is not None:
+            return client_party[:10], client_party[:10], None
+        return None
 
     # -- storage ------------------------------------------------------------------------
 
@@ -246,7 +354,7 @@ class Intake:
                     "state": "accepted",
                     "created_at": h.created,
                     "accepted_at": now,
-                    "expires_at": h.expires_at,
+                    "expires_at": self._expiry(h),
                     "envelope_sha256": digest,
                     "envelope": data,
                     "receipt": receipt,
@@ -298,6 +406,14 @@ class Intake:
         connection.execute(insert(_table(Event)), events)
         connection.execute(insert(_table(AuditEntry)), audits)
         connection.execute(insert(_table(OutboxEntry)), outbox)
+        notify(session, OUTBOX)  # the routing messages, for the relay
+        notify(session, EVENTS)  # `accepted`, for the forwarder
+
+    def _expiry(self, header: Header) -> datetime | None:
+        """Its ``ExpiresAt``, else (unless kept indefinitely) the message type's default retention."""
+        institution = self.directory.institutions.get(header.sender.institution_id)
+        policy = institution.message_types.get(header.message_type) if institution is not None else None
+        return expiry_for(header, policy) if policy is not None else header.expires_at
 
     # -- status ---------------------------------------------------------------------------
 

@@ -157,6 +157,14 @@ def _acks(section: Section) -> AckChannel:
     return AckChannel(kind=kind, url=url)
 
 
+def _days(section: Section, key: str) -> int | None:
+    """A number of days the retention scheduler waits (0: never); None when not given (the hub's default)."""
+    value = section.get(key, int)
+    if value is not None and not 0 <= value <= 3650:
+        raise section.error(f"must be a number of days between 0 (never) and 3650, not {value}", key)
+    return value
+
+
 def _policy(section: Section) -> MessageTypePolicy:
     defaults = MessageTypePolicy()
     minimum = section.get("min_retention_months", int, defaults.min_retention_months)
@@ -169,6 +177,8 @@ def _policy(section: Section) -> MessageTypePolicy:
             "default_retention_months", int, max(minimum, min(defaults.default_retention_months, maximum))
         ),
         unlimited_allowed=section.get("unlimited_allowed", bool, False),
+        expiry_warning_days=_days(section, "expiry_warning_days"),
+        reminder_days=_days(section, "reminder_days"),
     )
     section.finish()
     low, default, high = policy.min_retention_months, policy.default_retention_months, policy.max_retention_months

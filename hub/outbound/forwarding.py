@@ -34,6 +34,7 @@ from hub.outbound.feed import FeedItem, ack_id_of, acknowledgement, read, sequen
 from hub.signing.signer import Signer
 from hub.store.db import unavailable_on_outage
 from hub.store.models import Cursor, OutboxEntry
+from hub.store.wakeup import EVENTS, OUTBOX, Wakeup, notify
 
 log = logging.getLogger("hub.forwarding")
 
@@ -84,6 +85,7 @@ class Forwarder:
             rows = [self._row(item) for item in items if self.channel_of(item.submitter_id) in PUSHED]
             if rows:
                 session.execute(insert(OutboxEntry), rows)
+                notify(session, OUTBOX)
             session.execute(
                 update(Cursor).where(Cursor.name == CURSOR).values(position=items[-1].seq, updated_at=self.clock())
             )
@@ -126,14 +128,27 @@ class Forwarder:
             "not_before": None,
         }
 
-    def run_forever(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
-        """Forward until ``stop`` is set; an outage is logged and tried again after a pause."""
+    def run_forever(self, stop: threading.Event, idle_sleep: float = 0.5) -> None:
+        """Forward until ``stop`` is set; an outage is logged and tried again after a pause.
+
+        With nothing to forward it waits for a wake-up (a transaction that wrote events
+        committed: ``hub.store.wakeup``) or ``idle_sleep`` seconds.
+        """
         from hub.errors import Unavailable
 
-        while not stop.is_set():
-            try:
-                if not self.run_once():
-                    stop.wait(idle_sleep)
-            except Unavailable as exc:
-                log.warning("forwarder: %s; trying again in 1 s", exc)
-                stop.wait(1.0)
+        bind = self.sessions.kw.get("bind")
+        wakeup = Wakeup(bind, EVENTS) if bind is not None else None
+        try:
+            while not stop.is_set():
+                try:
+                    if not self.run_once():
+                        if wakeup is not None:
+                            wakeup.wait(idle_sleep)
+                        else:
+                            stop.wait(idle_sleep)
+                except Unavailable as exc:
+                    log.warning("forwarder: %s; trying again in 1 s", exc)
+                    stop.wait(1.0)
+        finally:
+            if wakeup is not None:
+                wakeup.close()

@@ -52,6 +52,7 @@ from hub.signing.verifier import Verifier
 from hub.store.db import unavailable_on_outage
 from hub.store.models import AuditEntry, Base, Delivery, Message, ProviderAcknowledgement
 from hub.store.models import Event as EventRow
+from hub.store.wakeup import EVENTS, notify
 
 log = logging.getLogger("hub.acks")
 
@@ -266,6 +267,8 @@ class AckIntake:
                 except Rejected as refused:
                     results.append(refused)
             batch.write(session)
+            if batch.events:
+                notify(session, EVENTS)
             session.commit()
         return results
 

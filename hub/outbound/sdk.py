@@ -17,6 +17,15 @@ exactly as the sender sent it; the headers say what a provider needs before read
     content_type      application/xml
 
 No recipient identifier travels in headers: the recipient is inside the signed envelope.
+
+**Notices.** The same queue also carries the hub's notices about a document the provider
+holds (``hub.lifecycle.retention``): ``documentExpirationAlert`` (it expires in a few days and
+is still unread: tell the recipient), ``newDocumentReminder`` (still unread: remind the
+recipient) and ``expired`` (the message expired: remove the document). A notice has the
+header ``notice`` (the event) beside ``hub-message-id``, ``delivery-id`` and ``expires-at``;
+its body is an ``Acknowledgement`` signed by the hub (``Issuer`` hub). ``run`` hands notices
+to ``on_notice`` as a ``Notice`` (without ``on_notice`` they are logged), and acknowledges
+them on the broker when it returns (a notice needs no acknowledgement to the hub).
 ``ProviderClient.run`` consumes the queue and hands each one to the provider's handler as a
 ``Delivery``. A delivery without its headers (or with unreadable ones) can never be handled:
 it is refused (``Rejected``) and dead-lettered to ``hub.dead`` at once, and the handler never
@@ -73,6 +82,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -93,6 +103,8 @@ from hub.outbound.states import NOTICES, PROVIDER_EVENTS
 from hub.safexml import DEFAULT_LIMITS, ParseLimits, parse
 from hub.signing.keys import KeyPair
 from hub.signing.signer import Signer
+
+log = logging.getLogger("hub.outbound")
 
 ACK_CONTENT_TYPE = "application/xml"
 ACK_EXCHANGE = ACKS.name
@@ -237,7 +249,46 @@ class Delivery:
         return self._model
 
 
+NOTICE_EVENTS = frozenset({Event.DOCUMENT_EXPIRATION_ALERT, Event.NEW_DOCUMENT_REMINDER, Event.EXPIRED})
+"""What a notice from the hub may say."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notice:
+    """A notice from the hub about a delivery: expires soon, still unread, or expired (remove it)."""
+
+    event: Event
+    """``documentExpirationAlert``, ``newDocumentReminder`` or ``expired``."""
+    hub_message_id: str
+    delivery_id: str
+    expires_at: datetime | None = None
+    """When the message expires (expired: when it did); ``None`` when the header is absent."""
+    document: bytes = field(default=b"", repr=False)
+    """The ``Acknowledgement`` signed by the hub, as received (verify it with the hub's certificate)."""
+
+    @classmethod
+    def from_message(cls, body: bytes, headers: Mapping[str, Any]) -> Notice:
+        """Read a notice from a message of ``provider.<id>`` (header ``notice``); ``Rejected`` when malformed."""
+        said = _text_header(headers, "notice")
+        if said not in NOTICE_EVENTS:
+            raise _bad_header("notice", f"is {said!r}, not one of {', '.join(sorted(NOTICE_EVENTS))}")
+        delivery_id = _text_header(headers, "delivery-id")
+        if not TOKEN64.fullmatch(delivery_id):
+            raise _bad_header("delivery-id", "is not a token of 1-64 letters, digits and . _ : / -")
+        hub_message_id = _text_header(headers, "hub-message-id")
+        if not HUB_MESSAGE_ID.fullmatch(hub_message_id):
+            raise _bad_header("hub-message-id", "is not a hub message id (a lower-case UUID)")
+        return cls(
+            event=Event(said),
+            hub_message_id=hub_message_id,
+            delivery_id=delivery_id,
+            expires_at=_moment_header(headers, "expires-at"),
+            document=bytes(body),
+        )
+
+
 DeliveryHandler = Callable[[Delivery], None]
+NoticeHandler = Callable[[Notice], None]
 
 
 def _utc_now() -> datetime:
@@ -276,13 +327,21 @@ class ProviderClient:
 
     # -- deliveries ---------------------------------------------------------------------------
 
-    def run(self, handler: DeliveryHandler, stop: threading.Event) -> None:
-        """Consume ``provider.<id>`` until ``stop`` is set, handing each delivery to ``handler``.
+    def run(self, handler: DeliveryHandler, stop: threading.Event, on_notice: NoticeHandler | None = None) -> None:
+        """Consume ``provider.<id>`` until ``stop`` is set, handing each delivery to ``handler``
+        and each notice from the hub (header ``notice``) to ``on_notice`` (None: logged and acked).
 
         The queue, its retry queue and ``hub.dead`` must exist (``hub broker declare``).
         """
 
         def on_message(body: bytes, headers: dict[str, Any], properties: Properties) -> None:
+            if headers.get("notice") is not None:
+                notice = Notice.from_message(body, headers)
+                if on_notice is None:
+                    log.info("%s: notice %s for %s", self.provider_id, notice.event.value, notice.delivery_id)
+                else:
+                    on_notice(notice)
+                return
             handler(Delivery.from_message(body, headers))
 
         consume(
@@ -417,6 +476,8 @@ __all__ = [
     "ACK_ROUTING_KEY",
     "Delivery",
     "DeliveryHandler",
+    "Notice",
+    "NoticeHandler",
     "ProviderClient",
     "ack_id",
 ]

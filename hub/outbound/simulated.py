@@ -30,7 +30,10 @@ redelivers) makes the same choices and sends the same acknowledgements (same ids
 Scheduled events (opened, replied) wait in one heap served by one timer thread, not a thread
 per message. Stopping ends both the consume loop and the timer thread; events still pending
 are simply not sent (a real recipient who never came back). ``stats`` counts what was sent
-(``delivered``, ``opened``, ``replied``, ``printed``, ``failed``) for a progress display.
+(``delivered``, ``opened``, ``replied``, ``printed``, ``failed``) for a progress display, and the
+hub's notices received (``notice:documentExpirationAlert``, ``notice:newDocumentReminder``,
+``notice:expired``). On ``expired`` the provider drops the document: the opening and reply
+still scheduled for that delivery are cancelled (the recipient can no longer read it).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from hub.broker.consumer import HANDLER_BACKOFF
 from hub.envelope.model import AssuranceLevel, Envelope, ReplyOptions
 from hub.errors import ConfigError, HubError, Rejected
 from hub.outbound.acks import ErrorDetail, Event, Reply
-from hub.outbound.sdk import Delivery, ProviderClient
+from hub.outbound.sdk import Delivery, Notice, ProviderClient
 from hub.outbound.states import DEFAULT_FREE_TEXT_LENGTH, reply_fits
 from hub.signing.keys import KeyPair
 
@@ -140,7 +143,7 @@ class Scheduler:
 
     def __init__(self, stop: threading.Event, *, name: str = "scheduler", poll: float = 0.1) -> None:
         self._stop, self._poll, self._name = stop, poll, name
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._heap: list[tuple[float, int, Callable[[], None], str | None]] = []
         self._order = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -152,13 +155,24 @@ class Scheduler:
         with self._wake:
             return len(self._heap)
 
-    def after(self, delay: float, action: Callable[[], None]) -> None:
-        """Run ``action`` in the timer thread ``delay`` seconds from now (not at all once stopped)."""
+    def after(self, delay: float, action: Callable[[], None], *, key: str | None = None) -> None:
+        """Run ``action`` in the timer thread ``delay`` seconds from now (not at all once stopped);
+        ``key``: what ``cancel`` names it by (e.g. a delivery id)."""
         if self._stop.is_set():
             return
         with self._wake:
-            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay), next(self._order), action))
+            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay), next(self._order), action, key))
             self._wake.notify()
+
+    def cancel(self, key: str) -> int:
+        """Drop the pending actions scheduled with ``key``; how many."""
+        with self._wake:
+            kept = [entry for entry in self._heap if entry[3] != key]
+            dropped = len(self._heap) - len(kept)
+            if dropped:
+                heapq.heapify(kept)
+                self._heap = kept
+        return dropped
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
@@ -186,7 +200,7 @@ class Scheduler:
                 if due > 0:
                     self._wake.wait(min(due, self._poll))
                     continue
-                _, _, action = heapq.heappop(self._heap)
+                _, _, action, _ = heapq.heappop(self._heap)
             if self._stop.is_set():
                 break
             try:
@@ -243,7 +257,7 @@ class SimulatedProvider:
             self._scheduler = Scheduler(stop, name=f"simulated-{self.provider_id}-timer")
         self._scheduler.start()
         try:
-            self.client.run(self.handle, self._stop)
+            self.client.run(self.handle, self._stop, on_notice=self.notice)
         finally:
             self._scheduler.close()
             if self._scheduler.dropped:
@@ -301,7 +315,17 @@ class SimulatedProvider:
         if not opens:
             return
         reply = answer if replies and self.profile.replies else None
-        self._scheduler.after(open_delay, lambda: self._open(delivery, envelope, arrived, reply, reply_delay))
+        self._scheduler.after(
+            open_delay, lambda: self._open(delivery, envelope, arrived, reply, reply_delay), key=delivery.delivery_id
+        )
+
+    def notice(self, notice: Notice) -> None:
+        """Count a notice from the hub; on ``expired``, drop the document: cancel what is scheduled for it."""
+        with self._stats_lock:
+            self.stats[f"notice:{notice.event.value}"] += 1
+        if notice.event is Event.EXPIRED:
+            dropped = self._scheduler.cancel(notice.delivery_id)
+            log.debug("%s: %s expired; %d scheduled event(s) dropped", self.provider_id, notice.delivery_id, dropped)
 
     @property
     def _reply_delay_s(self) -> float:
@@ -340,7 +364,7 @@ class SimulatedProvider:
             scheduled=True,
         )
         if reply is not None:
-            self._scheduler.after(reply_delay, lambda: self._reply(delivery, envelope, reply))
+            self._scheduler.after(reply_delay, lambda: self._reply(delivery, envelope, reply), key=delivery.delivery_id)
 
     def _reply(self, delivery: Delivery, envelope: Envelope, reply: Reply) -> None:
         now = self.clock()
@@ -398,7 +422,7 @@ class SimulatedProvider:
                 scheduled=True,
                 attempt=attempt + 1,
             )
-            self._scheduler.after(RESEND_DELAYS[attempt], again)
+            self._scheduler.after(RESEND_DELAYS[attempt], again, key=delivery.delivery_id)
             return
         with self._stats_lock:
             self.stats[event.value] += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from hub.errors import ConfigError, Rejected, Unavailable
-from hub.routing.directory import Directory, Entry, recipient_key
+from hub.routing.directory import Directory, Entry, ImportReport, mask, recipient_key
 from hub.routing.recipients import RecipientKind
 from hub.settings import Settings
 
@@ -89,6 +89,7 @@ def import_command(file: Path, providers: tuple[str, ...], batch: int) -> None:
     known = _known_providers(settings, providers)
     with _directory(settings) as directory:
         report = directory.import_csv(file, known_providers=known, batch_size=batch)
+        _audit_import(directory, file, report)
     for problem in report.problems:
         click.echo(str(problem), err=True)
     click.echo(
@@ -97,6 +98,22 @@ def import_command(file: Path, providers: tuple[str, ...], batch: int) -> None:
     )
     if report.problems:  # refused rows, or a header that is not the directory's (nothing imported)
         sys.exit(1)
+
+
+def _audit_import(directory: Directory, file: Path, report: ImportReport) -> None:
+    """The import in the audit trail: the file's name (long digit runs masked), its size and the counts."""
+    import re
+
+    from hub.lifecycle.audit import audit_operator_action, operator_actor
+
+    detail = {
+        "file": re.sub(r"\d{5,}", lambda run: mask(run.group()), file.name),
+        "bytes": file.stat().st_size,
+        "rows": report.rows,
+        "imported": report.imported,
+        "refused": report.refused,
+    }
+    audit_operator_action(directory.sessions, operator_actor(), "recipients-import", detail)
 
 
 def _when(moment: datetime | None) -> str:

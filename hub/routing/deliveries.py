@@ -37,6 +37,7 @@ from hub.broker.topology import deliver_key
 from hub.inbound.acceptance import PRIORITIES
 from hub.routing.rules import Decision, Outcome
 from hub.store.models import AuditEntry, Base, Delivery, Event, Message, OutboxEntry
+from hub.store.wakeup import EVENTS, OUTBOX, notify
 
 DELIVER_EXCHANGE = "hub.deliver"
 ACTOR = "hub.routing"
@@ -255,4 +256,6 @@ def store(session: Session, plans: Sequence[Plan]) -> bool:
         if rows:
             table = _table(model)
             connection.execute(insert(table), rows)
+    notify(session, OUTBOX)  # deliveries for the relay
+    notify(session, EVENTS)  # routed / undeliverable for the forwarder
     return True
