@@ -406,8 +406,7 @@ class Intake:
         connection.execute(insert(_table(Event)), events)
         connection.execute(insert(_table(AuditEntry)), audits)
         connection.execute(insert(_table(OutboxEntry)), outbox)
-        notify(session, OUTBOX)  # the routing messages, for the relay
-        notify(session, EVENTS)  # `accepted`, for the forwarder
+        notify(session, OUTBOX, EVENTS)  # the routing messages for the relay, `accepted` for the forwarder
 
     def _expiry(self, header: Header) -> datetime | None:
         """Its ``ExpiresAt``, else (unless kept indefinitely) the message type's default retention."""

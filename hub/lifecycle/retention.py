@@ -75,6 +75,7 @@ from hub.signing.signer import Signer
 from hub.store.db import unavailable_on_outage
 from hub.store.models import AuditEntry, Cursor, Delivery, Message, OutboxEntry
 from hub.store.models import Event as EventRow
+from hub.store.wakeup import EVENTS, OUTBOX, notify
 
 if TYPE_CHECKING:
     from hub.runtime import Runtime
@@ -469,6 +470,8 @@ class RetentionScheduler:
         for model, values in ((OutboxEntry, writes.outbox), (EventRow, writes.events), (AuditEntry, writes.audit)):
             if values:
                 connection.execute(insert(_table(model)), values)
+        if writes.outbox or writes.events:
+            notify(session, OUTBOX, EVENTS)  # notices for the relay, `expired` for the forwarder
         return report
 
     def _notify(

@@ -256,6 +256,5 @@ def store(session: Session, plans: Sequence[Plan]) -> bool:
         if rows:
             table = _table(model)
             connection.execute(insert(table), rows)
-    notify(session, OUTBOX)  # deliveries for the relay
-    notify(session, EVENTS)  # routed / undeliverable for the forwarder
+    notify(session, OUTBOX, EVENTS)  # deliveries for the relay, routed / undeliverable for the forwarder
     return True
