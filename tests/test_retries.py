@@ -102,6 +102,20 @@ def test_the_decision_retries_transient_failures_and_gives_up_after_the_last_att
     assert isinstance(long, Dead) and len(long.failure.reason) <= retry.MAX_REASON
 
 
+def test_an_outage_that_says_when_to_come_back_is_retried_no_sooner_and_within_the_policy():
+    class Busy(Unavailable):
+        def __init__(self, retry_after: float | None) -> None:
+            super().__init__("the receiver is busy")
+            self.retry_after = retry_after
+
+    three = policy(3, 0.1, maximum=5.0)
+    assert decide(Busy(None), 1, three) == Retry(2, 0.1)  # nothing asked: the policy's delay
+    assert decide(Busy(2.0), 1, three) == Retry(2, 2.0)  # asked for longer: granted
+    assert decide(Busy(0.01), 1, three) == Retry(2, 0.1)  # asked for less: the policy's delay
+    assert decide(Busy(3600), 1, three) == Retry(2, 5.0)  # never beyond the policy's maximum
+    assert isinstance(decide(Busy(2.0), 3, three), Dead)  # the last attempt is the last
+
+
 def test_attempts_are_read_defensively_and_a_replay_resets_them():
     assert [attempt_of(h) for h in ({}, {ATTEMPTS: 3}, {ATTEMPTS: "4"}, {ATTEMPTS: "x"}, {ATTEMPTS: -5})] == [
         1,

@@ -127,10 +127,18 @@ class Dead:
 
 
 def decide(error: BaseException, attempt: int, policy: RetryPolicy) -> Retry | Dead:
-    """What to do after attempt ``attempt`` (1 = the first) failed with ``error``."""
+    """What to do after attempt ``attempt`` (1 = the first) failed with ``error``.
+
+    An outage that says when to come back (``retry_after`` seconds, e.g. an HTTP
+    ``Retry-After`` on a webhook push) waits at least that long, never more than ``policy.max``.
+    """
     failure = Failure.of(error)
     if failure.transient and attempt < policy.attempts:
-        return Retry(attempt + 1, policy.delay(attempt))
+        delay = policy.delay(attempt)
+        asked = getattr(error, "retry_after", None)
+        if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > delay:
+            delay = min(float(asked), policy.max)
+        return Retry(attempt + 1, delay)
     return Dead(attempt, failure)
 
 
