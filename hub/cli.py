@@ -26,6 +26,7 @@ from hub.errors import ConfigError, Rejected, Unavailable
 from hub.lifecycle.audit_cli import audit_group
 from hub.lifecycle.retention_cli import lifecycle_group
 from hub.lifecycle.stats_cli import stats_group
+from hub.metrics import metrics_port_option
 from hub.outbound.commands import provider_group
 from hub.outbound.push_command import push_command
 from hub.routing.commands import recipients_group
@@ -101,6 +102,9 @@ AT_OPTION = click.option(
 @click.version_option(package_name="ebox-hub")
 def cli() -> None:
     """ebox-hub: an integration hub for official digital post."""
+    from hub.logs import configure_from_settings
+
+    configure_from_settings()  # [log] format and level (HUB_LOG_FORMAT, HUB_LOG_LEVEL): text or JSON lines on stderr
 
 
 @cli.group()
@@ -291,6 +295,7 @@ worker.add_command(push_command)  # hub worker push: deliveries and acknowledgem
 
 
 @worker.command("inbound")
+@metrics_port_option
 @refusals_exit
 def worker_inbound() -> None:
     """The AMQP door: accept envelopes published to hub.submit, answer to reply_to."""
@@ -347,6 +352,7 @@ def worker_inbound() -> None:
     show_default=True,
     help="Seconds between checks of providers.yaml and routing.yaml for changes.",
 )
+@metrics_port_option
 @refusals_exit
 def worker_routing(batch_size: int, consumers: int, prefetch: int | None, linger_ms: float, check_every: float) -> None:
     """The routing stage: route accepted messages from hub.routing to the providers' queues."""
@@ -409,6 +415,7 @@ def worker_routing(batch_size: int, consumers: int, prefetch: int | None, linger
     show_default=True,
     help="Unacked messages (each up to 1,000 changes).",
 )
+@metrics_port_option
 @refusals_exit
 def worker_subscriptions(prefetch: int) -> None:
     """Providers' recipient directory changes published to hub.subscriptions: applied, answered to reply_to."""
@@ -502,6 +509,7 @@ def _directory_lookup(settings: Settings, facts: MessageFacts) -> Recipient | No
 
 @cli.command("run")
 @click.option("--no-http", is_flag=True, help="Run the workers only (another process serves HTTP: hub serve).")
+@metrics_port_option
 @refusals_exit
 def run_command(no_http: bool) -> None:
     """Every stage of the hub in one process: HTTP doors, relay, routing, acknowledgements, forwarding."""
@@ -527,6 +535,7 @@ def run_command(no_http: bool) -> None:
 
 
 @worker.command("acks")
+@metrics_port_option
 @refusals_exit
 def worker_acks() -> None:
     """Providers' acknowledgements from hub.acks: verified, applied, audited."""
@@ -555,6 +564,7 @@ def worker_acks() -> None:
 
 
 @worker.command("forward")
+@metrics_port_option
 @refusals_exit
 def worker_forward() -> None:
     """Events -> acknowledgements signed by the hub, on the senders' queues (sender.<id>.acks)."""

@@ -13,6 +13,8 @@ journey and the acknowledgements each sender received (signed by the hub, each c
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import tempfile
 import time
 from collections import Counter
@@ -402,6 +404,8 @@ def _acknowledgements(runtime: Runtime, broker_url: str, sent: dict[str, str], e
 @click.option("--keep", type=click.Path(file_okay=False), help="Work in this folder and keep it.")
 def demo(keep: str | None) -> None:
     """Run the whole hub on the embedded default: senders, routing, simulated providers, acknowledgements."""
+    if "HUB_LOG_LEVEL" not in os.environ:  # the story is told on stdout: the stages' logs only when asked for
+        logging.getLogger().setLevel(logging.ERROR)
     started = time.monotonic()
     if keep:
         folder = Path(keep)

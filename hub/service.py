@@ -184,6 +184,7 @@ class Service:
         import asyncio
 
         import uvicorn
+        from uvicorn.config import LOGGING_CONFIG
 
         from hub.inbound.http import broker_probe, build_app
 
@@ -193,7 +194,13 @@ class Service:
         app.state.provider_tokens = self.providers().tokens()
         app.state.ack_intake = self.acks
         config = uvicorn.Config(
-            app, host=settings.http_host, port=settings.http_port, access_log=False, log_level="warning"
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            access_log=False,
+            log_level="warning",
+            # JSON logs: uvicorn's own records go to the hub's handler (hub.logs) too
+            log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
         )
         server = uvicorn.Server(config)
         # uvicorn installs its signal handlers only on the main thread: here, `stop` ends it

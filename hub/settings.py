@@ -37,7 +37,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "client_ca": "",
     },
     "lifecycle": {"warn_days": 7, "reminder_days": 15, "check_every_s": 60.0},
+    "metrics": {"host": "127.0.0.1", "port": 0},  # port 0: no metrics server (the HTTP app has /metrics)
+    "log": {"format": "text", "level": "INFO"},
 }
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +73,10 @@ class Settings:
     lifecycle_warn_days: int = 7
     lifecycle_reminder_days: int = 15
     lifecycle_check_every_s: float = 60.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    log_format: str = "text"
+    log_level: str = "INFO"
     raw: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
@@ -135,6 +143,17 @@ def lifecycle_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def observability_problem(section: str, values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What is wrong with a ``[metrics]`` or ``[log]`` section (the key and why), or None."""
+    if section == "metrics" and not 0 <= values["port"] <= 65535:
+        return "port", f"must be between 0 (off) and 65535, not {values['port']}"
+    if section == "log" and values["format"] not in LOG_FORMATS:
+        return "format", f"must be text or json, not {values['format']!r}"
+    if section == "log" and str(values["level"]).upper() not in LOG_LEVELS:
+        return "level", f"must be one of {', '.join(LOG_LEVELS)}, not {values['level']!r}"
+    return None
+
+
 def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     folder = Path(config_dir or env.get("HUB_CONFIG_DIR") or "config")
@@ -154,6 +173,8 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
                 raise part.error(problem[1], problem[0])
             if section_name == "lifecycle" and (problem := lifecycle_problem(merged["lifecycle"])):
                 raise part.error(problem[1], problem[0])
+            if problem := observability_problem(section_name, merged[section_name]):
+                raise part.error(problem[1], problem[0])
         top.finish()
     known = {
         ("HUB_" + key if section == "hub" else f"HUB_{section}_{key}").upper(): (section, key)
@@ -168,6 +189,11 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         raise ConfigError(f"[retry] {problem[0]} {problem[1]} (after the HUB_RETRY_* variables)")
     if problem := lifecycle_problem(merged["lifecycle"]):
         raise ConfigError(f"[lifecycle] {problem[0]} {problem[1]} (after the HUB_LIFECYCLE_* variables)")
+    for section_name in ("metrics", "log"):
+        if problem := observability_problem(section_name, merged[section_name]):
+            raise ConfigError(
+                f"[{section_name}] {problem[0]} {problem[1]} (after the HUB_{section_name.upper()}_* variables)"
+            )
 
     def path_or_none(value: str) -> Path | None:
         return None if not value else (Path(value) if Path(value).is_absolute() else folder / value)
@@ -202,5 +228,9 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         lifecycle_warn_days=int(merged["lifecycle"]["warn_days"]),
         lifecycle_reminder_days=int(merged["lifecycle"]["reminder_days"]),
         lifecycle_check_every_s=float(merged["lifecycle"]["check_every_s"]),
+        metrics_host=str(merged["metrics"]["host"]),
+        metrics_port=int(merged["metrics"]["port"]),
+        log_format=str(merged["log"]["format"]),
+        log_level=str(merged["log"]["level"]).upper(),
         raw=merged,
     )

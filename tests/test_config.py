@@ -837,7 +837,10 @@ def test_the_built_in_defaults_are_the_settings_class_defaults(tmp_path):
         pytest.param(
             'environment = "INT"\n',
             1,
-            ["unknown key 'environment'; known keys: broker, database, http, hub, lifecycle, limits, retry, signing"],
+            [
+                "unknown key 'environment'; known keys: broker, database, http, hub, lifecycle, limits, log, metrics, "
+                "retry, signing"
+            ],
             id="key-outside-a-section",
         ),
         pytest.param("[retry]\nattempts = 0\n", 2, ["retry.attempts: must be between 1 and 100, not 0"], id="no-try"),

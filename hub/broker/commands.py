@@ -8,6 +8,7 @@ from hub.broker.connection import connect
 from hub.broker.relay import OutboxRelay
 from hub.broker.topology import declare
 from hub.errors import ConfigError, Unavailable
+from hub.metrics import metrics_port_option
 from hub.signals import stop_on_signals
 
 
@@ -41,6 +42,7 @@ def declare_command(url: str, providers: tuple[str, ...], senders: tuple[str, ..
 @click.option("--broker-url", envvar="HUB_BROKER_URL", help="Default: the settings' broker.")
 @click.option("--batch", type=click.IntRange(min=1), help="Rows per round. Default: the settings' relay_batch.")
 @click.option("--once", is_flag=True, help="Publish what is waiting now, then exit.")
+@metrics_port_option
 def relay_command(database_url: str | None, broker_url: str | None, batch: int | None, once: bool) -> None:
     """Publish committed outbox rows to the broker with confirms, and mark them sent."""
     from hub.settings import load_settings

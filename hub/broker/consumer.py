@@ -53,6 +53,7 @@ import amqp.exceptions  # type: ignore[import-untyped]
 from kombu import Connection, Consumer, Queue
 from kombu.message import Message
 
+from hub import metrics
 from hub.broker.connection import (
     DEFAULT_OPTIONS,
     DEFAULT_RETRY,
@@ -130,6 +131,15 @@ def _body(message: Message) -> bytes:
     if isinstance(body, str):  # py-amqp decodes bodies that carry a content_encoding
         return body.encode(message.content_encoding or "utf-8")
     return bytes(body)
+
+
+def _ids(headers: Mapping[str, Any], properties: Properties) -> dict[str, Any]:
+    """The structured log fields naming a message: the hub's message id (when its headers carry it), the attempt."""
+    hub_message_id = headers.get("hub_message_id") or headers.get("hub-message-id")
+    ids: dict[str, Any] = {"attempt": properties.attempt, "amqp_message_id": properties.message_id}
+    if isinstance(hub_message_id, str):
+        ids["message_id"] = hub_message_id
+    return ids
 
 
 def _no_handler(body: bytes, headers: dict[str, Any], properties: Properties) -> None:
@@ -247,6 +257,7 @@ class _Dispatch:
                         routing_key=retry_queue_name(self.queue_name),
                         expiration=outcome.delay,
                     )
+                metrics.retried(self.queue_name)
                 log.warning(
                     "%s: %s failed (attempt %d of %d); retry in %.2f s",
                     self.queue_name,
@@ -254,15 +265,23 @@ class _Dispatch:
                     properties.attempt,
                     self.policy.attempts,
                     outcome.delay,
+                    extra={"event": "retry", "queue": self.queue_name, **_ids(copy.headers, properties)},
                 )
             else:
                 self.publisher.dead(copy.with_headers(dead_headers(copy.headers, outcome, self.queue_name)))
+                metrics.dead(self.queue_name, outcome.failure.code)
                 log.warning(
                     "%s: %s dead-lettered after %d attempt(s): %s",
                     self.queue_name,
                     properties.message_id,
                     outcome.attempts,
                     outcome.failure.reason,
+                    extra={
+                        "event": "dead_letter",
+                        "queue": self.queue_name,
+                        "code": outcome.failure.code,
+                        **_ids(copy.headers, properties),
+                    },
                 )
         except BaseException:
             with contextlib.suppress(Exception):  # the connection is gone: the broker requeues it anyway

@@ -43,6 +43,7 @@ from kombu import Connection, Producer
 from sqlalchemy import func, outerjoin, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub import metrics
 from hub.broker.connection import (
     DEFAULT_OPTIONS,
     DEFAULT_RETRY,
@@ -388,6 +389,7 @@ class OutboxRelay:
         unconfirmed is marked).
         """
         publisher = self._connected()
+        started = time.perf_counter()
         with unavailable_on_outage(), self.sessions() as session:
             claimed = self._claim(session)
             if not claimed:
@@ -410,6 +412,9 @@ class OutboxRelay:
             session.commit()
         if len(confirmed) < len(messages):
             log.warning("relay: %d of %d outbox rows stay unsent", len(messages) - len(confirmed), len(messages))
+        sent = set(confirmed)
+        metrics.published(m.exchange for m in messages if m.row_id in sent)
+        metrics.observe("relay", started)
         return len(confirmed) + len(withdrawn)
 
     def run_forever(self, stop: threading.Event, idle_sleep: float = 0.5) -> None:

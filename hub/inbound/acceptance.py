@@ -32,6 +32,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub import metrics
 from hub.envelope.model import ENVELOPE_NS, TYPES_NS, Envelope, Header
 from hub.envelope.rules import expiry_for
 from hub.errors import ErrorCode, Rejected
@@ -131,6 +132,7 @@ class Intake:
             parse_limits=self.parse_limits,
         )
 
+    @metrics.timed("accept")
     def submit(self, data: bytes, *, door: str, client_party: str | None = None) -> Receipt:
         """Accept one envelope, or raise ``Rejected`` / ``Unavailable``.
 
@@ -147,12 +149,16 @@ class Intake:
                     f"the TLS client certificate belongs to {client_party} but the envelope is signed by "
                     f"{opened.verified.signer.party}; connect with the certificate of the signer.",
                 )
-            return self._group.submit(_Pending(opened, data, door, now))
+            receipt = self._group.submit(_Pending(opened, data, door, now))
         except Rejected as refused:
             log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
+            _counted(refused)
             self._record_refusals([(refused, witness.verified, client_party)], door=door, now=now)
             raise
+        _counted(receipt)
+        return receipt
 
+    @metrics.timed("accept")
     def submit_many(self, items: Sequence[bytes], *, door: str) -> list[Receipt | Rejected]:
         """Accept a batch: each envelope gets its own receipt or refusal; one commit for all."""
         now = self.clock()
@@ -185,6 +191,9 @@ class Intake:
             if isinstance(outcome, Rejected):  # a sender message id used for another envelope
                 refusals.append((outcome, opened.verified, None))
         self._record_refusals(refusals, door=door, now=now)
+        for result in results:
+            if result is not None:
+                _counted(result)
         return [r for r in results if r is not None]
 
     # -- refusals -------------------------------------------------------------------------
@@ -432,6 +441,14 @@ class Intake:
 
 def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
+
+
+def _counted(result: Receipt | Rejected) -> None:
+    """``hub_messages_total{stage="accept"}``: accepted, repeat or refused (with its code)."""
+    if isinstance(result, Rejected):
+        metrics.refused("accept", result.code.value)
+    else:
+        metrics.count("accept", "accepted" if result.created else "repeat")
 
 
 def _key(envelope: Envelope) -> tuple[str, str]:

@@ -5,6 +5,7 @@ GET  /v1/messages/{id}   state and events (Authorization: Bearer <token>; own me
 POST /v1/batches         up to ``max_batch`` envelopes (JSON, base64) -> one result each
 GET  /healthz            the process answers
 GET  /readyz             the database (and broker, when configured) answer
+GET  /metrics            Prometheus metrics (``hub.metrics``): the stages' counters, queue depths on RabbitMQ
 
 Bodies are read with a hard size limit (cut off before parsing) and a per-chunk timeout
 (slow clients get 408); a database outage answers 503 and never a receipt.
@@ -26,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hub import metrics as hub_metrics
 from hub.errors import ErrorCode, Rejected, Unavailable
 from hub.inbound.acceptance import Receipt
 from hub.inbound.documents import error_document, status_document, unavailable_document
@@ -244,6 +246,11 @@ async def readyz(runtime: Runtime, request: Request) -> Response:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
+async def metrics(request: Request) -> Response:
+    body = await run_in_threadpool(hub_metrics.exposition, request.app.state.metrics)
+    return Response(body, media_type=hub_metrics.CONTENT_TYPE)
+
+
 def routes() -> list[Route]:
     from hub.inbound.soap import routes as soap_routes  # the SOAP door builds on this module: imported late
     from hub.outbound.http import routes as ack_routes  # and the acknowledgements
@@ -255,6 +262,7 @@ def routes() -> list[Route]:
         Route("/v1/batches", _guarded(post_batch), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", _guarded(readyz), methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *soap_routes(),
         *directory_routes(),
         *ack_routes(),
@@ -265,15 +273,39 @@ def build_app(runtime: Runtime, *, broker_probe: Callable[[], None] | None = Non
     app = Starlette(routes=routes())
     app.state.runtime = runtime
     app.state.broker_probe = broker_probe
+    app.state.metrics = hub_metrics.scrape_registry(*queue_depths(app, runtime))
     return app
+
+
+def queue_depths(app: Starlette, runtime: Runtime) -> list[hub_metrics.QueueDepths]:
+    """The queue-depth collector of ``/metrics`` (RabbitMQ only; none for ``memory://``).
+
+    Its queues: the topology's, for the providers of ``app.state.providers`` and the senders
+    whose acknowledgements go to a queue (asked at each query: a reload shows up).
+    """
+    url = runtime.settings.broker_url
+    if url.startswith("memory://"):
+        return []
+
+    def names() -> list[str]:
+        providers = getattr(app.state, "providers", None)
+        directory = runtime.directory
+        channels = [(i.id, i.acknowledgements) for i in directory.institutions.values()]
+        channels += [(i.id, i.acknowledgements) for i in directory.integrators.values()]
+        pushed = [party for party, channel in channels if channel.kind in ("amqp", "webhook")]
+        return hub_metrics.hub_queues(providers.ids() if providers is not None else [], pushed)
+
+    return [hub_metrics.QueueDepths(url, names)]
 
 
 def create_app() -> Starlette:
     """Factory for ``uvicorn --factory`` (``hub serve``): settings from the environment."""
+    from hub.logs import configure_from_settings
     from hub.runtime import build_runtime
     from hub.settings import load_settings
 
     settings = load_settings()
+    configure_from_settings(settings)  # a worker process of `hub serve` starts here, not in the `hub` command
     app = build_app(build_runtime(settings), broker_probe=broker_probe(settings.broker_url))
     providers_file = settings.config_dir / "providers.yaml"
     if providers_file.exists():

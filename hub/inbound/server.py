@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 
+from hub import metrics
 from hub.errors import ConfigError
 from hub.settings import Settings
 
@@ -20,6 +21,10 @@ def serve(settings: Settings, *, workers: int | None = None, reload: bool = Fals
             options.update(ssl_ca_certs=str(settings.client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
     elif settings.client_ca:
         raise ConfigError("http.client_ca needs TLS: set http.tls_key and http.tls_certificate too")
+    if settings.log_format == "json":
+        options["log_config"] = None  # uvicorn's own records go to the hub's handler (hub.logs), as JSON too
+    workers = workers or settings.http_workers
+    metrics.multiprocess_dir(workers)  # N processes: their counters in files a scrape adds up (hub.metrics)
     if settings.tls_key:
         # Hands the client certificate to the doors (ASGI TLS extension).
         options["http"] = "hub.inbound.tls:TLSHttpToolsProtocol"
@@ -28,7 +33,7 @@ def serve(settings: Settings, *, workers: int | None = None, reload: bool = Fals
         factory=True,
         host=settings.http_host,
         port=settings.http_port,
-        workers=workers or settings.http_workers,
+        workers=workers,
         timeout_keep_alive=5,
         limit_concurrency=1000,
         proxy_headers=False,

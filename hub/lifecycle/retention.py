@@ -54,6 +54,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from hub import metrics
 from hub.broker.topology import DELIVER, deliver_key
 from hub.envelope.rules import MessageTypePolicy, expiry_for
 from hub.errors import Unavailable
@@ -345,6 +347,7 @@ class RetentionScheduler:
         """Warn, remind and expire what is due now; raises ``Unavailable`` when the database is down."""
         now = self.clock()
         report = Report()
+        started = time.perf_counter()
         with unavailable_on_outage():
             since = self._since()
             for scan in self._scans(since, now):
@@ -352,6 +355,9 @@ class RetentionScheduler:
             self._advance(now)
         if report:
             log.info(report.describe())
+            for outcome in ("warned", "reminded", "expired"):
+                metrics.count("expire", outcome, getattr(report, outcome))
+            metrics.observe("expire", started)
         return report
 
     def run_forever(self, stop: threading.Event, every: float = 60.0) -> None:

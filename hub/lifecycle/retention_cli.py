@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from hub.errors import ConfigError, Unavailable
+from hub.metrics import metrics_port_option
 
 
 @click.group("lifecycle")
@@ -19,6 +20,7 @@ def lifecycle_group() -> None:
 
 @lifecycle_group.command("run")
 @click.option("--once", is_flag=True, help="One round now (what is due), then exit; e.g. from cron.")
+@metrics_port_option
 def run_command(once: bool) -> None:
     """Warn, remind and expire what is due, every [lifecycle] check_every_s (or once)."""
     from hub.lifecycle.retention import RetentionScheduler

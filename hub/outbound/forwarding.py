@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub import metrics
 from hub.broker.topology import NOTIFY, notify_key
 from hub.inbound.senders import SenderDirectory
 from hub.outbound.acks import signed_acknowledgement
@@ -74,6 +76,7 @@ class Forwarder:
 
     def run_once(self) -> int:
         """Sequence new events and forward the next batch; how many events were passed (forwarded or not)."""
+        started = time.perf_counter()
         with unavailable_on_outage(), self.sessions() as session:
             sequence(session)
             session.commit()
@@ -92,6 +95,9 @@ class Forwarder:
             session.commit()
         if rows:
             log.info("forwarded %d acknowledgements to senders' queues", len(rows))
+        metrics.count("forward", "queued", len(rows))
+        metrics.count("forward", "polling", len(items) - len(rows))
+        metrics.observe("forward", started)
         return len(items)
 
     def _claim(self, session: Session) -> int:

@@ -40,6 +40,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub import metrics
 from hub.broker.consumer import Incoming, Properties
 from hub.envelope.reader import read_envelope
 from hub.errors import ErrorCode, Rejected
@@ -148,13 +149,19 @@ class AckIntake:
         ack, _ = open_acknowledgement(data, verifier, self.clock(), self.parse_limits, issuers=allowed)
         return [ack]
 
+    @metrics.timed("acknowledge")
     def receive(self, data: bytes, *, issuers: Collection[str] | None = None) -> list[Applied | Rejected]:
         """Open ``data`` and apply what it holds: one outcome per acknowledgement, in order.
 
         Raises ``Rejected`` when the document itself is refused (unreadable, unsigned, forged,
         another provider's) and ``Unavailable`` when the database cannot be reached.
         """
-        return self.apply(self.open(data, issuers=issuers))
+        try:
+            acks = self.open(data, issuers=issuers)
+        except Rejected as refused:
+            metrics.refused("acknowledge", refused.code.value)
+            raise
+        return self.apply(acks)
 
     def handle(self, body: bytes, headers: dict[str, Any], properties: Properties) -> None:
         """The ``consume`` handler of ``hub.acks``.
@@ -194,6 +201,7 @@ class AckIntake:
 
         return record
 
+    @metrics.timed("acknowledge")
     def handle_batch(self, batch: Sequence[Incoming]) -> list[BaseException | None]:
         """The ``consume_batches`` handler of ``hub.acks``: verify each document, apply them all at once.
 
@@ -206,6 +214,7 @@ class AckIntake:
             try:
                 opened.append((index, self.open(incoming.body)))
             except Rejected as refused:
+                metrics.refused("acknowledge", refused.code.value)
                 outcomes[index] = refused
         results = iter(self.apply([ack for _, acks in opened for ack in acks]))
         for index, acks in opened:
@@ -236,10 +245,12 @@ class AckIntake:
                 results = [r for ack in acks for r in self._apply_batch([ack], catalog, now)]
         for ack, result in zip(acks, results, strict=True):
             if isinstance(result, Applied):
+                metrics.count("acknowledge", result.outcome.value)
                 log.info(
                     "acknowledgement",
                     extra={
                         "event": "acknowledgement",
+                        "message_id": result.delivery_id.rpartition(":")[0],
                         "provider": ack.issuer,
                         "kind": ack.event.value,
                         "delivery_id": result.delivery_id,
@@ -247,7 +258,13 @@ class AckIntake:
                     },
                 )
             else:
-                log.warning("acknowledgement from %s refused: %s", ack.issuer, result.code.value)
+                metrics.refused("acknowledge", result.code.value)
+                log.warning(
+                    "acknowledgement from %s refused: %s",
+                    ack.issuer,
+                    result.code.value,
+                    extra={"event": "acknowledgement_refused", "provider": ack.issuer, "code": result.code.value},
+                )
         return results
 
     def _apply_batch(

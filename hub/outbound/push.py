@@ -53,6 +53,7 @@ from typing import Any
 
 import httpx
 
+from hub import metrics
 from hub.broker.connection import RetryPolicy
 from hub.broker.consumer import HANDLER_BACKOFF, RECONNECT, Properties, consume
 from hub.errors import ConfigError, ErrorCode, Rejected, Unavailable
@@ -315,11 +316,12 @@ def run_pushers(
     failures: list[BaseException] = []
 
     def loop(queue: str, pusher: Pusher) -> None:
+        stage = "deliver" if queue.startswith("provider.") else "forward"  # sender.<id>.acks: acknowledgements
         try:
             consume(
                 broker_url,
                 queue,
-                pusher.handle,
+                metrics.counted(stage, pusher.handle, done="pushed"),
                 prefetch=prefetch,
                 stop=stop,
                 backoff=backoff,

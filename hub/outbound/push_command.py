@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from hub.metrics import metrics_port_option
+
 if TYPE_CHECKING:
     from hub.outbound.push import OnSuccess, PushTarget
     from hub.settings import Settings
@@ -86,6 +88,7 @@ def declare_push_queues(broker_url: str, targets: Sequence[PushTarget]) -> None:
     show_default=True,
     help="Unacked messages per queue (pushed one at a time).",
 )
+@metrics_port_option
 def push_command(timeout_s: float, prefetch: int) -> None:
     """Push deliveries (providers with an http channel) and acknowledgements (senders with a webhook) by HTTPS."""
     from hub.errors import ConfigError, Unavailable

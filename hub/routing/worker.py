@@ -38,6 +38,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub import metrics
 from hub.broker.connection import RetryPolicy, connect
 from hub.broker.consumer import Incoming, Properties, consume, consume_batches
 from hub.broker.retry import REDELIVERY
@@ -56,6 +57,8 @@ from hub.store.models import Message
 log = logging.getLogger("hub.routing")
 
 ROUTING_QUEUE = "hub.routing"
+ROUTED = {"deliver": "routed"}
+"""``hub_messages_total{stage="route"}`` outcomes: a decision's outcome, ``deliver`` counted as ``routed``."""
 
 Routing = tuple[ProviderCatalog, RuleSet]
 _messages: Table = Message.__table__  # type: ignore[assignment]
@@ -228,9 +231,11 @@ class RoutingWorker:
             linger=linger,  # late-bound: subclasses and tests may replace it
         )
 
+    @metrics.timed("route")
     def handle(self, body: bytes, headers: dict[str, Any], properties: Properties) -> None:
         self.route(message_id_of(body))
 
+    @metrics.timed("route")
     def handle_batch(self, batch: Sequence[Incoming]) -> list[BaseException | None]:
         """The ``consume_batches`` handler: route the batch's messages together (``route_many``).
 
@@ -334,6 +339,7 @@ class RoutingWorker:
     @staticmethod
     def _log(planned: Plan, result: Decision | Rejected | None) -> None:
         if isinstance(result, Decision):
+            metrics.count("route", ROUTED.get(result.outcome.value, result.outcome.value))
             log.info(
                 "routed",
                 extra={
@@ -345,7 +351,12 @@ class RoutingWorker:
                 },
             )
         else:
-            log.warning("routing: message %s expired before it could be routed; marked expired", planned.message_id)
+            metrics.count("route", "expired")
+            log.warning(
+                "routing: message %s expired before it could be routed; marked expired",
+                planned.message_id,
+                extra={"event": "expired", "message_id": planned.message_id},
+            )
 
     @staticmethod
     def _load(session: Session, message_ids: set[str]) -> dict[str, Routable]:
