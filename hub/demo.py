@@ -315,7 +315,7 @@ def _wait(sessions: sessionmaker[Session], ids: list[str], echo: Callable[[str],
 
 
 def _journeys(runtime: Runtime, sent: dict[str, str], echo: Callable[[str], None]) -> int:
-    echo(f"\n{'message':<26} {'from':<20} {'to':<12} {'state':<13} journey")
+    echo(f"\n{'message':<26} {'from':<20} {'to':<15} {'state':<13} journey")
     surprises = 0
     with runtime.sessions() as session:
         for message_id, label in sent.items():
@@ -332,7 +332,7 @@ def _journeys(runtime: Runtime, sent: dict[str, str], echo: Callable[[str], None
                 journey += f" (held until {held:%Y-%m-%d %H:%M} UTC, its effective date)"
             echo(
                 f"{label:<26} {INSTITUTIONS[message.institution_id]:<20} "
-                f"{message.recipient_kind + ' ' + mask(message.recipient_id)[-4:]:<12} {message.state:<13} {journey}"
+                f"{message.recipient_kind + ' ' + mask(message.recipient_id)[-4:]:<15} {message.state:<13} {journey}"
             )
             if message.state == "accepted" or (message.state == "routed" and held is None):
                 surprises += 1
