@@ -444,3 +444,32 @@ def test_a_2xx_from_a_pushed_provider_records_the_delivery_once(loop):
     with pytest.raises(Rejected) as refused:  # a push to doccle cannot deliver irisbox's delivery
         loop.acks.delivered_by_push("doccle")(headers, None)
     assert refused.value.code is ErrorCode.ACK_NOT_YOURS
+
+
+def test_post_acks_refuses_oversized_malformed_and_replayed_documents_and_a_provider_cannot_read_the_feed(loop):
+    from hub.outbound.intake import MAX_ACK_BYTES
+
+    message_id = registered_letter(loop)
+    with TestClient(build_app(loop.runtime)) as client:
+        client.app.state.ack_intake = loop.acks  # type: ignore[attr-defined]
+        provider = {"Content-Type": "application/xml", "Authorization": f"Bearer {PROVIDER_TOKENS['myebox']}"}
+        before = counts(loop)
+        oversized = client.post("/v1/acks", content=b"<a>" + b"x" * MAX_ACK_BYTES + b"</a>", headers=provider)
+        assert oversized.status_code == 413 and b"TOO_LARGE" in oversized.content
+        for garbage, code in (
+            (b"", b"XML_"),
+            (b"not xml at all", b"XML_MALFORMED"),
+            (b'<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>', b"XML_FORBIDDEN"),
+            (b"<Acknowledgement xmlns='urn:ebox-hub:acknowledgement:1'/>", b"SCHEMA_INVALID"),
+        ):
+            answer = client.post("/v1/acks", content=garbage, headers=provider)
+            assert 400 <= answer.status_code < 500 and code in answer.content, (garbage[:30], answer.text)
+        assert counts(loop) == before  # none of them left a row
+        # replayed: the same signed acknowledgement twice is one event; the second answers `repeat`
+        signed = loop.ack("myebox", message_id, Event.DELIVERED)
+        assert client.post("/v1/acks", content=signed, headers=provider).json()["outcome"] == "moved"
+        assert client.post("/v1/acks", content=signed, headers=provider).json()["outcome"] == "repeat"
+        assert [e.kind for e in loop.events(message_id)].count("delivered") == 1
+        # a provider's token opens no sender's feed
+        feed = client.get("/v1/acks", headers={"Authorization": f"Bearer {PROVIDER_TOKENS['myebox']}"})
+        assert feed.status_code == 401
