@@ -519,3 +519,47 @@ def test_a_bundle_never_holds_the_recipients_number(hub, tmp_path):
     assert {"receipt.xml", "ack-01-accepted.xml", "audit.json", "message.json"} <= set(bundle.withheld)
     for path in (tmp_path / "b").iterdir():
         assert NATIONAL_NUMBER not in path.read_text(), path.name
+
+
+def test_hub_audit_seal_every_runs_as_a_service_until_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions() as session:
+        session.add(AuditEntry(at=datetime.now(UTC), actor="test", action="probe", detail="{}"))
+        session.commit()
+    env = {**os.environ, "HUB_DATABASE_URL": url, "HUB_DATA_DIR": str(tmp_path), "HUB_CONFIG_DIR": str(tmp_path)}
+    hub = str(Path(sys.executable).parent / "hub")
+    process = subprocess.Popen([hub, "audit", "seal", "--every", "0.1"], env=env, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with sessions() as session:
+                if session.scalar(select(AuditEntry.hash).where(AuditEntry.action == "probe")):
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the entry was not sealed")
+        with sessions() as session:  # a later entry is sealed too: it keeps sealing
+            session.add(AuditEntry(at=datetime.now(UTC), actor="test", action="later", detail="{}"))
+            session.commit()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with sessions() as session:
+                if session.scalar(select(AuditEntry.hash).where(AuditEntry.action == "later")):
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the later entry was not sealed")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        engine.dispose()

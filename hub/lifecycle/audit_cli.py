@@ -20,7 +20,7 @@ import click
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.errors import ConfigError, Unavailable
-from hub.lifecycle.audit import UnknownMessage, export_bundle, record_operator_action, seal_all, verify
+from hub.lifecycle.audit import UnknownMessage, export_bundle, record_operator_action, seal_all, seal_forever, verify
 from hub.settings import Settings
 
 
@@ -63,9 +63,21 @@ def audit_group() -> None:
 
 
 @audit_group.command("seal")
-def audit_seal() -> None:
+@click.option(
+    "--every",
+    type=click.FloatRange(0),
+    default=0.0,
+    help="Keep sealing every this many seconds until SIGTERM (a service: docker-compose's audit-sealer); 0: once.",
+)
+def audit_seal(every: float) -> None:
     """Chain the entries committed since the last seal (in commit order)."""
     with _sessions(_settings()) as sessions:
+        if every > 0:
+            from hub.signals import stop_on_signals
+
+            click.echo(f"sealing the audit trail every {every:g} s")
+            seal_forever(sessions, stop_on_signals(), every=every)
+            return
         sealed = seal_all(sessions)
     click.echo(f"sealed {sealed} entr{'y' if sealed == 1 else 'ies'}")
 
