@@ -107,6 +107,7 @@ def prepare(folder: Path, database_url: str, data: list[bytes]) -> tuple[object,
             changes.append(Change(op="activate", kind=RecipientKind.CITIZEN, id=ssin(i), at=at, provider="myebox"))
             changes += [Change(op="link", kind=RecipientKind.CITIZEN, id=ssin(i), at=at, provider=p) for p in PROVIDERS]
         directory.apply(changes)
+    directory.refresh_statistics()  # as `hub recipients import` does: the steady state, not stale statistics
     ids = []
     for start in range(0, len(data), 250):
         ids += [r.message_id for r in runtime.intake.submit_many(data[start : start + 250], door="bench")]  # type: ignore[union-attr]

@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.envelope.identifiers import is_valid_cbe, is_valid_ssin
@@ -683,7 +683,21 @@ class Directory:
                     batch = []
         if batch:
             report.imported += self._upsert(batch, as_of)
+        if report.imported:
+            self.refresh_statistics()
         return self._done(report, started)
+
+    def refresh_statistics(self) -> None:
+        """PostgreSQL: ANALYZE the directory's tables after a bulk change.
+
+        Until autovacuum gets to it, the planner believes the tables as small as they were,
+        and routing's lookup (recipients joined with their providers) runs as a nested loop over
+        every link: 40 ms instead of 2 ms for 100 recipients among 3,000 (``bench/routing.py``).
+        """
+        with unavailable_on_outage("the recipient directory"), self.sessions() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("ANALYZE recipients, recipient_providers"))
+                session.commit()
 
     @staticmethod
     def _done(report: ImportReport, started: float) -> ImportReport:
