@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -108,6 +109,7 @@ def fill_directory(database_url: str, count: int) -> None:
             changes.append(Change(op="activate", kind=RecipientKind.CITIZEN, id=ssin(i), at=at, provider="myebox"))
             changes += [Change(op="link", kind=RecipientKind.CITIZEN, id=ssin(i), at=at, provider=p) for p in READ_WITH]
         directory.apply(changes)
+    directory.refresh_statistics()  # as `hub recipients import` does
     engine.dispose()
 
 
@@ -269,6 +271,7 @@ def main() -> None:
         listener.thread.start()
         submitted: dict[str, float] = {}
         refused = 0
+        statuses: Counter[int] = Counter()
         with processes(env, config, port, single=args.single_process) as started:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
             cpu_before = cpu_by_stage(started)
@@ -284,6 +287,7 @@ def main() -> None:
                 answer = client.post("/v1/messages", content=data[index], headers={"Content-Type": "application/xml"})
                 if answer.status_code != 201:
                     refused += 1
+                    statuses[answer.status_code] += 1
                     return
                 message_id = answer.headers.get("location", "").rsplit("/", 1)[-1] or _message_id(answer.content)
                 submitted[message_id] = began
@@ -325,6 +329,8 @@ def main() -> None:
         print(f"  {name:<24} {ms:>7.2f}")
     print(f"  {'total':<24} {sum(spent.values()):>7.2f}  (this machine has {os.cpu_count()} cores)")
     figures["cpu_ms_per_message"] = round(sum(spent.values()), 2)
+    if statuses:
+        print("refused by status:", dict(statuses))
     for key, value in figures.items():
         print(f"{key:<22} {value:>10}")
     print(json.dumps(figures, sort_keys=True))
