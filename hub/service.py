@@ -27,14 +27,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hub.broker.connection import connect
 from hub.broker.consumer import consume_batches
 from hub.broker.relay import OutboxRelay
-from hub.broker.topology import declare, sender_queue
+from hub.broker.topology import declare_at
 from hub.inbound.amqp import AmqpDoor
 from hub.outbound.forwarding import Forwarder
 from hub.outbound.intake import MAX_ACK_BYTES, AckIntake
-from hub.outbound.push import PushTarget, run_pushers
+from hub.outbound.push import PushTarget, run_pushers, targets_for
 from hub.routing.directory import Directory
 from hub.routing.providers import ProviderCatalog
 from hub.routing.worker import RoutingSource, RoutingWorker
@@ -89,11 +88,7 @@ class Service:
         return self.source.current()[0]
 
     def _declare(self, providers: ProviderCatalog, _rules: object = None) -> None:
-        connection = connect(self.broker_url)
-        try:
-            declare(connection, providers.ids(), self.forwarder.pushed_senders())
-        finally:
-            connection.release()
+        declare_at(self.broker_url, providers.ids(), self.forwarder.pushed_senders())
 
     # -- running -------------------------------------------------------------------------------
 
@@ -165,20 +160,8 @@ class Service:
         scheduler.run_forever(self.stop_event, every=self.runtime.settings.lifecycle_check_every_s)
 
     def _push_targets(self) -> list[PushTarget]:
-        targets: list[PushTarget] = [
-            PushTarget(f"provider.{p.id}", p.url, on_success=self.acks.delivered_by_push(p.id))
-            for p in self.providers().providers.values()
-            if p.channel == "http" and p.url
-        ]
-        directory = self.runtime.directory
-        channels = [(i.id, i.acknowledgements) for i in directory.institutions.values()]
-        channels += [(i.id, i.acknowledgements) for i in directory.integrators.values()]
-        targets += [
-            PushTarget(sender_queue(party).name, channel.url)
-            for party, channel in channels
-            if channel.kind == "webhook" and channel.url
-        ]
-        return targets
+        channels = self.runtime.directory.acknowledgement_channels()
+        return targets_for(self.providers(), channels, on_provider_delivered=self.acks.delivered_by_push)
 
     def _serve(self) -> None:
         import asyncio

@@ -248,6 +248,17 @@ def declare(connection: Connection, providers: Iterable[str] = (), senders: Iter
     return wanted
 
 
+def declare_at(url: str, providers: Iterable[str] = (), senders: Iterable[str] = ()) -> Topology:
+    """``declare`` on a connection of its own to the broker at ``url``."""
+    from hub.broker.connection import connect
+
+    connection = connect(url)
+    try:
+        return declare(connection, providers, senders)
+    finally:
+        connection.release()
+
+
 def _close_quietly(channel: object) -> None:
     with contextlib.suppress(Exception):  # a channel the broker already closed; nothing to release
         channel.close()  # type: ignore[attr-defined]

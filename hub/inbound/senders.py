@@ -74,6 +74,12 @@ class SenderDirectory:
     institutions: Mapping[str, Institution]
     integrators: Mapping[str, Integrator]
 
+    def acknowledgement_channels(self) -> dict[str, AckChannel]:
+        """How each institution and integrator wants its acknowledgements, by id."""
+        channels = {i.id: i.acknowledgements for i in self.institutions.values()}
+        channels.update({i.id: i.acknowledgements for i in self.integrators.values()})
+        return channels
+
     def party_for_token(self, token: str) -> str | None:
         """The institution or integrator an API token belongs to (tokens are stored hashed)."""
         digest = hashlib.sha256(token.encode()).hexdigest()

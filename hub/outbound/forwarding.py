@@ -63,16 +63,14 @@ class Forwarder:
     ) -> None:
         self.sessions, self.signer, self.senders = sessions, signer, senders
         self.batch, self.clock = batch, clock
+        self._channels = {party: channel.kind for party, channel in senders.acknowledgement_channels().items()}
 
     def channel_of(self, party: str) -> str:
-        known = self.senders.institutions.get(party) or self.senders.integrators.get(party)
-        return known.acknowledgements.kind if known is not None else "polling"
+        return self._channels.get(party, "polling")
 
     def pushed_senders(self) -> list[str]:
         """The senders whose acknowledgements go to a queue (their ``sender.<id>.acks`` must be declared)."""
-        institutions = [i.id for i in self.senders.institutions.values() if i.acknowledgements.kind in PUSHED]
-        integrators = [i.id for i in self.senders.integrators.values() if i.acknowledgements.kind in PUSHED]
-        return institutions + integrators
+        return [party for party, kind in self._channels.items() if kind in PUSHED]
 
     def run_once(self) -> int:
         """Sequence new events and forward the next batch; how many events were passed (forwarded or not)."""

@@ -49,14 +49,19 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from hub import metrics
 from hub.broker.connection import RetryPolicy
 from hub.broker.consumer import HANDLER_BACKOFF, RECONNECT, Properties, consume
+from hub.broker.topology import provider_queue, sender_queue
 from hub.errors import ConfigError, ErrorCode, Rejected, Unavailable
+
+if TYPE_CHECKING:
+    from hub.inbound.senders import AckChannel
+    from hub.routing.providers import ProviderCatalog
 
 log = logging.getLogger("hub.push")
 
@@ -272,6 +277,29 @@ class Pusher:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+ProviderHook = Callable[[str], "OnSuccess | None"]
+"""Given a provider id, what to call after a push to it succeeded (e.g. record ``delivered``), or None."""
+
+
+def targets_for(
+    providers: ProviderCatalog,
+    channels: Mapping[str, AckChannel],
+    *,
+    on_provider_delivered: ProviderHook | None = None,
+) -> list[PushTarget]:
+    """Every queue to push and its URL: providers with an ``http`` channel, senders with a ``webhook``."""
+    targets: list[PushTarget] = []
+    for ident in providers.ids():
+        provider = providers[ident]
+        if provider.channel == "http" and provider.url:
+            hook = on_provider_delivered(ident) if on_provider_delivered is not None else None
+            targets.append(PushTarget(provider_queue(ident).name, provider.url, hook))
+    for ident, channel in sorted(channels.items()):
+        if channel.kind == "webhook" and channel.url:
+            targets.append(PushTarget(sender_queue(ident).name, channel.url))
+    return targets
 
 
 @dataclass(frozen=True)

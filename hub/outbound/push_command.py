@@ -12,7 +12,7 @@ See ``hub.outbound.push`` for the requests and what each answer leads to.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import click
@@ -20,11 +20,8 @@ import click
 from hub.metrics import metrics_port_option
 
 if TYPE_CHECKING:
-    from hub.outbound.push import OnSuccess, PushTarget
+    from hub.outbound.push import ProviderHook, PushTarget
     from hub.settings import Settings
-
-ProviderHook = Callable[[str], "OnSuccess | None"]
-"""Given a provider id, what to call after a push to it succeeded (e.g. record ``delivered``), or None."""
 
 
 def push_targets(settings: Settings, *, on_provider_delivered: ProviderHook | None = None) -> list[PushTarget]:
@@ -34,42 +31,23 @@ def push_targets(settings: Settings, *, on_provider_delivered: ProviderHook | No
     provider push as ``delivered``: ``AckIntake.delivered_by_push``). ``ConfigError`` (file and
     line) when a file is wrong.
     """
-    from hub.broker.topology import provider_queue, sender_queue
     from hub.inbound.senders import load_senders
-    from hub.outbound.push import PushTarget
-    from hub.routing.providers import load_providers
+    from hub.outbound.push import targets_for
+    from hub.routing.providers import ProviderCatalog, load_providers
 
-    targets: list[PushTarget] = []
     providers_file = settings.config_dir / "providers.yaml"
-    if providers_file.exists():
-        catalog = load_providers(providers_file)
-        for ident in catalog.ids():
-            provider = catalog[ident]
-            if provider.channel == "http" and provider.url:
-                hook = on_provider_delivered(ident) if on_provider_delivered is not None else None
-                targets.append(PushTarget(provider_queue(ident).name, provider.url, hook))
-    if settings.senders_file.exists():
-        directory = load_senders(settings.senders_file)
-        channels = {i.id: i.acknowledgements for i in directory.institutions.values()}
-        channels.update({i.id: i.acknowledgements for i in directory.integrators.values()})
-        for ident, channel in sorted(channels.items()):
-            if channel.kind == "webhook" and channel.url:
-                targets.append(PushTarget(sender_queue(ident).name, channel.url))
-    return targets
+    catalog = load_providers(providers_file) if providers_file.exists() else ProviderCatalog({})
+    channels = load_senders(settings.senders_file).acknowledgement_channels() if settings.senders_file.exists() else {}
+    return targets_for(catalog, channels, on_provider_delivered=on_provider_delivered)
 
 
 def declare_push_queues(broker_url: str, targets: Sequence[PushTarget]) -> None:
     """Declare the targets' queues with their retry queues and ``hub.dead`` (idempotent)."""
-    from hub.broker import topology
-    from hub.broker.connection import connect
+    from hub.broker.topology import declare_at
 
     providers = [t.queue.removeprefix("provider.") for t in targets if t.queue.startswith("provider.")]
     senders = [t.queue.removeprefix("sender.").removesuffix(".acks") for t in targets if t.queue.startswith("sender.")]
-    connection = connect(broker_url)
-    try:
-        topology.declare(connection, providers, senders)
-    finally:
-        connection.release()
+    declare_at(broker_url, providers, senders)
 
 
 @click.command("push")

@@ -39,10 +39,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import metrics
-from hub.broker.connection import RetryPolicy, connect
+from hub.broker.connection import RetryPolicy
 from hub.broker.consumer import Incoming, Properties, consume, consume_batches
 from hub.broker.retry import REDELIVERY
-from hub.broker.topology import declare
+from hub.broker.topology import declare_at
 from hub.envelope.reader import read_envelope
 from hub.errors import ConfigError, ErrorCode, Rejected
 from hub.groupcommit import GroupCommit
@@ -428,8 +428,4 @@ class RoutingWorker:
 
 def declare_provider_queues(broker_url: str, providers: ProviderCatalog) -> None:
     """Declare the topology with a ``provider.<id>`` queue for every provider (idempotent)."""
-    connection = connect(broker_url)
-    try:
-        declare(connection, providers.ids())
-    finally:
-        connection.release()
+    declare_at(broker_url, providers.ids())
