@@ -51,7 +51,7 @@ from hub.safexml import parse
 from hub.signing.signer import Signer
 from hub.signing.truststore import TrustStore, trusted
 from hub.signing.verifier import Verifier
-from hub.store.db import unavailable_on_outage
+from hub.store.db import one_at_a_time, unavailable_on_outage
 from hub.store.models import AuditEntry, Message
 from hub.store.models import Event as EventRow
 
@@ -110,13 +110,9 @@ def _columns() -> list[Any]:
 
 def _lock(session: Session) -> None:
     """One sealer at a time, and the chain's head read after the previous sealer committed."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEALER_LOCK})
-    else:
-        # SQLite: take the write lock before reading the head (a deferred transaction reading
-        # first could seal from a head another sealer has just moved). No row: no trigger.
-        connection.execute(text("UPDATE audit SET seq = seq WHERE 0 = 1"))
+    # SQLite: the write lock before reading the head (a deferred transaction reading first
+    # could seal from a head another sealer has just moved).
+    one_at_a_time(session.connection(), SEALER_LOCK)
 
 
 def seal(session: Session, *, limit: int = SEAL_BATCH) -> int:

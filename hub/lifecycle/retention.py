@@ -61,7 +61,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, and_, insert, or_, select, text, update
+from sqlalchemy import Table, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -74,7 +74,7 @@ from hub.inbound.senders import SenderDirectory
 from hub.outbound.acks import HUB, Acknowledgement, Event, signed_acknowledgement
 from hub.outbound.states import DeliveryState, advance_delivery, message_state
 from hub.signing.signer import Signer
-from hub.store.db import unavailable_on_outage
+from hub.store.db import one_at_a_time, unavailable_on_outage
 from hub.store.models import AuditEntry, Cursor, Delivery, Message, OutboxEntry
 from hub.store.models import Event as EventRow
 from hub.store.wakeup import EVENTS, OUTBOX, notify
@@ -413,10 +413,7 @@ class RetentionScheduler:
     def _take_turn(self, session: Session) -> None:
         """One scheduler at a time: the advisory lock on PostgreSQL; SQLite's write lock at once
         (a transaction that read, then writes after another writer committed, would fail)."""
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RETENTION_LOCK})
-        else:
-            session.execute(text("UPDATE messages SET state = state WHERE 0"))
+        one_at_a_time(session, RETENTION_LOCK)
 
     # -- one batch ----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from hub.envelope.model import Sender
 from hub.outbound.acks import HUB, Acknowledgement, ErrorDetail, Event, Fallback, Proof, Reply, Routes
+from hub.store.db import one_at_a_time
 from hub.store.models import Event as EventRow
 from hub.store.models import Message
 
@@ -53,8 +54,7 @@ _SEQUENCE = text(
 def sequence(session: Session, *, limit: int = SEQUENCE_BATCH) -> int:
     """Number the committed events that have no ``seq`` yet (up to ``limit``); how many. The caller commits."""
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
+    one_at_a_time(connection, SEQUENCER_LOCK)
     return int(connection.execute(_SEQUENCE, {"limit": limit}).rowcount or 0)
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,7 +50,7 @@ from hub.routing.providers import Capability, ProviderCatalog
 from hub.safexml import DEFAULT_LIMITS, ParseLimits, parse
 from hub.signing.truststore import TrustStore
 from hub.signing.verifier import Verifier
-from hub.store.db import unavailable_on_outage
+from hub.store.db import take_write_lock, unavailable_on_outage
 from hub.store.models import AuditEntry, Base, Delivery, Message, ProviderAcknowledgement
 from hub.store.models import Event as EventRow
 from hub.store.wakeup import EVENTS, notify
@@ -272,10 +272,7 @@ class AckIntake:
     ) -> list[Applied | Rejected]:
         with unavailable_on_outage(), self.sessions() as session:
             postgres = session.get_bind().dialect.name == "postgresql"
-            if not postgres:
-                # Take SQLite's write lock first: a transaction that read, then writes after another
-                # writer committed, fails at once (a stale snapshot) instead of waiting its turn.
-                session.execute(text("UPDATE provider_acks SET outcome = outcome WHERE 0"))
+            take_write_lock(session)
             batch = _Batch(session, acks, postgres=postgres)
             results: list[Applied | Rejected] = []
             for ack in acks:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -82,3 +82,29 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def take_write_lock(session: Session | Connection) -> None:
+    """SQLite: take the database's write lock now, at the start of the transaction.
+
+    A deferred SQLite transaction that reads, then writes after another writer committed, fails
+    at once on its stale snapshot instead of waiting its turn; a no-op write first makes it wait
+    (``busy_timeout``) and then read what the other committed. PostgreSQL: nothing to do.
+    """
+    if _dialect(session) != "postgresql":
+        session.execute(text("UPDATE messages SET state = state WHERE 0 = 1"))
+
+
+def one_at_a_time(session: Session | Connection, key: int) -> None:
+    """Until this transaction ends, no other one passes the same ``key`` (a singleton's round).
+
+    PostgreSQL: a transaction-scoped advisory lock; SQLite: the database's write lock (one writer).
+    """
+    if _dialect(session) == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    else:
+        take_write_lock(session)
+
+
+def _dialect(session: Session | Connection) -> str:
+    return session.get_bind().dialect.name if isinstance(session, Session) else session.dialect.name
