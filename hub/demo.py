@@ -404,17 +404,22 @@ def _acknowledgements(runtime: Runtime, broker_url: str, sent: dict[str, str], e
 @click.option("--keep", type=click.Path(file_okay=False), help="Work in this folder and keep it.")
 def demo(keep: str | None) -> None:
     """Run the whole hub on the embedded default: senders, routing, simulated providers, acknowledgements."""
+    root = logging.getLogger()
+    level = root.level
     if "HUB_LOG_LEVEL" not in os.environ:  # the story is told on stdout: the stages' logs only when asked for
-        logging.getLogger().setLevel(logging.ERROR)
+        root.setLevel(logging.ERROR)
     started = time.monotonic()
-    if keep:
-        folder = Path(keep)
-        folder.mkdir(parents=True, exist_ok=True)
-        surprises = run_demo(folder)
-        click.echo(f"\nKeys, configuration and the database are in {folder}.")
-    else:
-        with tempfile.TemporaryDirectory(prefix="hub-demo-") as tmp:
-            surprises = run_demo(Path(tmp))
+    try:
+        if keep:
+            folder = Path(keep)
+            folder.mkdir(parents=True, exist_ok=True)
+            surprises = run_demo(folder)
+            click.echo(f"\nKeys, configuration and the database are in {folder}.")
+        else:
+            with tempfile.TemporaryDirectory(prefix="hub-demo-") as tmp:
+                surprises = run_demo(Path(tmp))
+    finally:
+        root.setLevel(level)  # run in-process (tests, an embedding program): leave logging as it was
     click.echo(f"\nDone in {time.monotonic() - started:.1f} s{'' if not surprises else f'; {surprises} surprise(s)'}.")
     if surprises:
         raise SystemExit(1)
