@@ -218,6 +218,68 @@ def test_the_polling_feed_never_skips_nor_repeats_and_shows_a_sender_only_its_ow
         assert client.get("/v1/acks?limit=5000", headers=headers).status_code == 400
 
 
+@pytest.mark.parametrize(("batch", "sizes"), [(50, [6]), (4, [4, 2])], ids=["one-batch", "batches-of-4"])
+def test_a_sender_that_asks_for_batches_gets_its_events_in_order_under_one_signature_per_batch(loop, batch, sizes):
+    social = dataclasses.replace(
+        loop.senders.institutions[SENDER], acknowledgements=AckChannel(kind="amqp", batch=batch)
+    )
+    senders = dataclasses.replace(loop.senders, institutions={**loop.senders.institutions, SENDER: social})
+    loop.forwarder = Forwarder(loop.sessions, Signer(loop.runtime.hub_keys), senders, clock=lambda: loop.now)
+    message_id = registered_letter(loop)
+    loop.report("myebox", message_id, Event.DELIVERED, minutes=1)
+    loop.report("irisbox", message_id, Event.DELIVERED, minutes=2)
+    loop.report("myebox", message_id, Event.OPENED, minutes=3)
+    loop.report("myebox", message_id, Event.REPLIED, minutes=4, reply=Reply(choice_id="accept"))
+    assert loop.forward() == 6
+    assert loop.relay() == len(sizes)
+    got = drain(loop.url, SENDER_QUEUE, expect=len(sizes), idle=0.3, limit=10)
+    assert [int(m.headers["items"]) for m in got] == sizes
+    items = [a for m in got for a in read_acknowledgement_items(m.body, verify_with=loop.runtime.hub_keys.certificate)]
+    assert [(a.event.value, a.provider) for a in items] == [
+        ("accepted", None),
+        ("routed", None),
+        ("delivered", "myebox"),
+        ("delivered", "irisbox"),
+        ("opened", "myebox"),
+        ("replied", "myebox"),
+    ]
+    assert {a.hub_message_id for a in items} == {message_id}
+    assert len({a.ack_id for a in items}) == 6  # each event keeps its own id inside the batch
+    loop.report("irisbox", message_id, Event.OPENED, minutes=5)
+    assert loop.forward() == 1 and loop.relay() == 1  # with one event waiting, the batch is that one
+    [late] = drain(loop.url, SENDER_QUEUE, expect=1, idle=0.3, limit=10)
+    assert int(late.headers["items"]) == 1
+    tampered = late.body.replace(b"opened", b"closed", 1)
+    with pytest.raises(Rejected):
+        read_acknowledgement_items(tampered, verify_with=loop.runtime.hub_keys.certificate)
+
+
+def test_a_providers_batch_is_applied_item_by_item_and_a_refused_item_leaves_the_others(loop):
+    from hub.outbound.acks import signed_acknowledgements
+
+    message_id = registered_letter(loop)
+    other, _ = loop.submit("citizen-letter")  # not routed to irisbox: irisbox cannot report on it
+    items = [
+        Acknowledgement(
+            ack_id=f"irisbox-{mid[:8]}-{event.value}",
+            event=event,
+            occurred_at=NOW + timedelta(minutes=minute),
+            issuer="irisbox",
+            hub_message_id=mid,
+            provider="irisbox",
+        )
+        for minute, (mid, event) in enumerate(
+            [(message_id, Event.DELIVERED), (other, Event.DELIVERED), (message_id, Event.OPENED)], start=1
+        )
+    ]
+    results = loop.acks.receive(signed_acknowledgements(Signer(PROVIDER_KEYS["irisbox"]), items))
+    assert [type(r).__name__ for r in results] == ["Applied", "Rejected", "Applied"]
+    assert {d.provider: d.state for d in loop.deliveries(message_id)} == {"myebox": "pending", "irisbox": "opened"}
+    again = loop.acks.receive(signed_acknowledgements(Signer(PROVIDER_KEYS["irisbox"]), items[:1]))
+    assert [type(r).__name__ for r in again] == ["Applied"]  # a repeat, absorbed
+    assert [e.kind for e in loop.events(message_id)] == ["accepted", "routed", "delivered", "opened"]
+
+
 def read_acknowledgement_items(data: bytes, verify_with: Any = None) -> list[Acknowledgement]:
     if verify_with is not None:
         verifier = Verifier(TrustStore([trusted("hub", verify_with)]))

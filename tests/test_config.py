@@ -671,6 +671,18 @@ integrators:
             id="unknown-channel",
         ),
         pytest.param(
+            BASE + "    acknowledgements:\n      channel: amqp\n      batch: 0\n",
+            9,
+            ["institutions[0].acknowledgements.batch: must be between 1 (one signed document per event) and 10000"],
+            id="batch-of-none",
+        ),
+        pytest.param(
+            BASE + "    acknowledgements:\n      channel: polling\n      batch: 100\n",
+            9,
+            ["institutions[0].acknowledgements.batch: applies to amqp and webhook"],
+            id="batch-on-polling",
+        ),
+        pytest.param(
             BASE + "    api_token_sha256:\n      - " + "AB" * 32 + "\n",
             7,
             ["institutions[0].api_token_sha256: each entry must be the SHA-256 of a token", "hub keys token"],

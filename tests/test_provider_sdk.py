@@ -10,6 +10,7 @@ replies only where the envelope asks for one, and the same ids when a delivery c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
 import time
@@ -29,7 +30,7 @@ from hub.broker.retry import QUEUE, REASON
 from hub.envelope import examples as ex
 from hub.envelope.model import AssuranceLevel, Envelope
 from hub.errors import ErrorCode, Rejected
-from hub.outbound.acks import Acknowledgement, Event, Reply, open_acknowledgement
+from hub.outbound.acks import Acknowledgement, Event, Reply, open_acknowledgement, open_acknowledgements
 from hub.outbound.sdk import Delivery, ProviderClient, ack_id
 from hub.outbound.simulated import Behaviour, SimulatedProvider
 from hub.outbound.states import reply_fits
@@ -371,6 +372,55 @@ def test_the_same_delivery_handled_twice_gives_the_same_acknowledgements(hub_bro
     for event in first:
         assert first[event].ack_id == second[event].ack_id == ack_id(f"{message_id}:myebox", event)
     assert first[Event.REPLIED].reply == second[Event.REPLIED].reply  # the same choices, seeded per delivery
+
+
+def test_a_batching_provider_acknowledges_what_arrived_together_under_one_signature(hub_broker):
+    deliveries = dict(new_delivery(hub_broker, "myebox", "citizen-letter") for _ in range(6))
+    unreadable_id = f"{uuid.uuid4()}:myebox"
+    deliver(hub_broker, "myebox", b"<not-xml", headers_of(unreadable_id.split(":")[0], "myebox", registered=False))
+    deliver(hub_broker, "myebox", signed("citizen-letter"), {"priority": "normal"}, message_id="headless")
+    simulated = SimulatedProvider(
+        "myebox",
+        hub_broker,
+        provider_keys("myebox"),
+        behaviour=Behaviour(open_probability=0.0, seed=1),
+        backoff=QUICK_RETRIES,
+        poll=0.05,
+        batch_size=50,
+    )
+    simulated.start()
+    try:
+        got = drain(hub_broker, "hub.acks", expect=2, idle=0.5, limit=15)
+        dead = drain(hub_broker, "hub.dead", expect=1, limit=10)
+    finally:
+        simulated.stop()
+        simulated.close()
+    batches = [m for m in got if "items" in m.headers]
+    singles = [m for m in got if "items" not in m.headers]
+    now = datetime.now(UTC)
+    acks = []
+    for message in batches:
+        items, verified = open_acknowledgements(message.body, verifier_of("myebox"), now)
+        assert verified.signer.party == "myebox" and int(message.headers["items"]) == len(items)
+        acks += items
+    assert len(batches) < len(deliveries)  # what was waiting went under one signature, not six
+    assert sorted(a.ack_id for a in acks) == sorted(ack_id(d, Event.DELIVERED) for d in deliveries)
+    assert all(a.envelope_digest == hashlib.sha256(deliveries[a.delivery_id]).digest() for a in acks)
+    assert [a.event for a in opened("myebox", singles)] == [Event.FAILED]  # the unreadable one, on its own
+    assert [d.message_id for d in dead] == ["headless"]
+    assert simulated.stats["delivered"] == 6 and simulated.stats["failed"] == 1
+
+
+def test_publish_all_refuses_another_providers_acknowledgements_and_sends_nothing(hub_broker):
+    with ProviderClient("doccle", hub_broker, provider_keys("doccle")) as client:
+        delivery = Delivery.from_message(
+            signed("citizen-letter"), headers_of(str(uuid.uuid4()), "doccle", registered=False)
+        )
+        mine = client.acknowledgement(delivery, Event.DELIVERED)
+        theirs = dataclasses.replace(mine, issuer="myebox", provider="myebox")
+        with pytest.raises(ValueError, match="myebox"):
+            client.publish_all([mine, theirs])
+    assert drain(hub_broker, "hub.acks") == []
 
 
 def test_stop_with_openings_pending_returns_promptly_and_sends_none_of_them(hub_broker):

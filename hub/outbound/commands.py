@@ -103,6 +103,14 @@ def provider_group() -> None:
 )
 @click.option("--seed", type=int, help="Seed the random choices (a run can be replayed). Default: a fresh one.")
 @click.option("--duration", type=click.FloatRange(min=0), help="Stop after this many seconds. Default: Ctrl-C.")
+@click.option(
+    "--batch",
+    "batch_size",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Take up to this many waiting deliveries at once and acknowledge their arrival under one signature.",
+)
 def simulate_command(
     name: str,
     key_file: Path | None,
@@ -113,6 +121,7 @@ def simulate_command(
     reply_delay_s: float | None,
     seed: int | None,
     duration: float | None,
+    batch_size: int,
 ) -> None:
     """Run the simulated provider NAME (doccle, enterprise, irisbox, myebox, paper): consume
     provider.NAME and acknowledge like a real one, until Ctrl-C (or --duration)."""
@@ -143,7 +152,9 @@ def simulate_command(
     url = settings.broker_url
     if url.startswith("memory:"):
         click.echo("warning: memory:// is in-process: a provider of its own receives nothing from the hub", err=True)
-    simulated = SimulatedProvider(profile(name), url, pair, behaviour=behaviour, backoff=settings.redelivery)
+    simulated = SimulatedProvider(
+        profile(name), url, pair, behaviour=behaviour, backoff=settings.redelivery, batch_size=batch_size
+    )
     click.echo(
         f"simulating {name} ({simulated.profile.name}) on {Connection(url).as_uri()}, seed {simulated.seed}; "
         "Ctrl-C stops"

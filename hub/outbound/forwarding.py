@@ -4,8 +4,15 @@
 for each event of a message whose submitter wants its acknowledgements by AMQP or webhook
 (``config/senders.yaml``, ``acknowledgements.channel``) writes one outbox row: exchange
 ``hub.notify``, routing key the submitter's id (queue ``sender.<id>.acks``), the body the
-``Acknowledgement`` signed by the hub. The outbox rows and the cursor's new position commit
-together, so each event becomes exactly one row; the relay publishes the rows with
+``Acknowledgement`` signed by the hub (headers ``hub-message-id``, ``ack-id``, ``event``).
+A sender whose channel says ``batch: N`` gets instead one row per batch of up to N of its
+events that were waiting: an ``Acknowledgements`` document (one ``Item`` per event, in feed
+order) under one signature, with the header ``items`` (how many) and ``first-seq`` (the
+feed position of the first). A signature is the dearest step of forwarding, so under load
+this divides its cost by the batch; with one event waiting the batch is that one event.
+
+The outbox rows and the cursor's new position commit together, so each event is forwarded
+exactly once into the outbox (one row, or one item of one row); the relay publishes the rows with
 publisher confirms (at least once: a sender de-duplicates by ``AcknowledgementId``, which is
 stable per event). Webhook senders' queues are emptied by ``hub worker push`` (POST, retried
 with back-off, dead-lettered after the configured attempts). Senders that poll read the same
@@ -21,7 +28,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
@@ -31,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub import metrics
 from hub.broker.topology import NOTIFY, notify_key
 from hub.inbound.senders import SenderDirectory
-from hub.outbound.acks import signed_acknowledgement
+from hub.outbound.acks import signed_acknowledgement, signed_acknowledgements
 from hub.outbound.feed import FeedItem, ack_id_of, acknowledgement, read, sequence
 from hub.signing.signer import Signer
 from hub.store.db import unavailable_on_outage
@@ -63,7 +70,9 @@ class Forwarder:
     ) -> None:
         self.sessions, self.signer, self.senders = sessions, signer, senders
         self.batch, self.clock = batch, clock
-        self._channels = {party: channel.kind for party, channel in senders.acknowledgement_channels().items()}
+        channels = senders.acknowledgement_channels()
+        self._channels = {party: channel.kind for party, channel in channels.items()}
+        self._batch = {party: channel.batch for party, channel in channels.items()}
 
     def channel_of(self, party: str) -> str:
         return self._channels.get(party, "polling")
@@ -83,7 +92,8 @@ class Forwarder:
             if not items:
                 session.rollback()
                 return 0
-            rows = [self._row(item) for item in items if self.channel_of(item.submitter_id) in PUSHED]
+            pushed = [item for item in items if self.channel_of(item.submitter_id) in PUSHED]
+            rows = self._rows(pushed)
             if rows:
                 session.execute(insert(OutboxEntry), rows)
                 notify(session, OUTBOX)
@@ -92,9 +102,9 @@ class Forwarder:
             )
             session.commit()
         if rows:
-            log.info("forwarded %d acknowledgements to senders' queues", len(rows))
-        metrics.count("forward", "queued", len(rows))
-        metrics.count("forward", "polling", len(items) - len(rows))
+            log.info("forwarded %d acknowledgements to senders' queues in %d messages", len(pushed), len(rows))
+        metrics.count("forward", "queued", len(pushed))
+        metrics.count("forward", "polling", len(items) - len(pushed))
         metrics.observe("forward", started)
         return len(items)
 
@@ -112,6 +122,26 @@ class Forwarder:
             position = session.scalar(query)
         return int(position or 0)
 
+    def _rows(self, items: list[FeedItem]) -> list[dict[str, object]]:
+        """The outbox rows of ``items``: one per event, or per batch for a sender whose channel
+        batches (in feed order within each sender; each batch is what was waiting, up to its size)."""
+        by_party: dict[str, list[FeedItem]] = {}
+        for item in items:
+            by_party.setdefault(item.submitter_id, []).append(item)
+        rows = []
+        for party, theirs in by_party.items():
+            size = self._batch.get(party, 1)
+            if size == 1:
+                rows += [self._row(item) for item in theirs]
+            else:
+                rows += [self._batch_row(party, theirs[at : at + size]) for at in range(0, len(theirs), size)]
+        return rows
+
+    def _batch_row(self, party: str, items: list[FeedItem]) -> dict[str, object]:
+        body = signed_acknowledgements(self.signer, [acknowledgement(item) for item in items])
+        headers = {"items": len(items), "first-seq": items[0].seq, "content_type": ACK_CONTENT_TYPE}
+        return self._outbox(None, party, body, headers)
+
     def _row(self, item: FeedItem) -> dict[str, object]:
         body = signed_acknowledgement(self.signer, acknowledgement(item))
         headers = {
@@ -120,10 +150,15 @@ class Forwarder:
             "event": item.kind,
             "content_type": ACK_CONTENT_TYPE,
         }
+        return self._outbox(item.message_id, item.submitter_id, body, headers)
+
+    def _outbox(
+        self, message_id: str | None, party: str, body: bytes, headers: Mapping[str, object]
+    ) -> dict[str, object]:
         return {
-            "message_id": item.message_id,
+            "message_id": message_id,
             "exchange": NOTIFY.name,
-            "routing_key": notify_key(item.submitter_id),
+            "routing_key": notify_key(party),
             "body": body,
             "headers": json.dumps(headers),
             "priority": 0,

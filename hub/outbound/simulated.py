@@ -46,7 +46,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -217,7 +217,9 @@ class SimulatedProvider:
     """A simulated provider: consumes ``provider.<id>`` and acknowledges as its ``Profile`` says.
 
     ``run(stop)`` blocks until ``stop`` is set; ``start()`` / ``stop()`` do the same in a
-    thread of its own. The provider's certificate must be among the hub's certificates for
+    thread of its own. With ``batch_size`` above 1 it takes deliveries in batches
+    (``ProviderClient.run_batches``) and acknowledges their arrival under one signature.
+    The provider's certificate must be among the hub's certificates for
     that provider (``providers.yaml``) for the hub to believe its acknowledgements.
     """
 
@@ -232,8 +234,12 @@ class SimulatedProvider:
         options: ConnectionOptions = DEFAULT_OPTIONS,
         backoff: RetryPolicy = HANDLER_BACKOFF,
         poll: float = 0.25,
+        batch_size: int = 1,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size is at least 1, not {batch_size}")
+        self.batch_size = batch_size
         self.profile = provider if isinstance(provider, Profile) else profile(provider)
         self.provider_id = provider_id or self.profile.id
         self.behaviour = behaviour or Behaviour()
@@ -257,7 +263,12 @@ class SimulatedProvider:
             self._scheduler = Scheduler(stop, name=f"simulated-{self.provider_id}-timer")
         self._scheduler.start()
         try:
-            self.client.run(self.handle, self._stop, on_notice=self.notice)
+            if self.batch_size > 1:
+                self.client.run_batches(
+                    self.handle_batch, self._stop, on_notice=self.notice, batch_size=self.batch_size
+                )
+            else:
+                self.client.run(self.handle, self._stop, on_notice=self.notice)
         finally:
             self._scheduler.close()
             if self._scheduler.dropped:
@@ -304,6 +315,28 @@ class SimulatedProvider:
             return
         arrived = self.clock()
         self._send(delivery, self.profile.arrival, occurred_at=arrived)
+        self._schedule(delivery, envelope, arrived)
+
+    def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """``handle`` for several deliveries: their arrival acknowledged under one signature
+        (``ProviderClient.acknowledge_all``); a failure to read one is acknowledged on its own."""
+        readable: list[tuple[Delivery, Envelope]] = []
+        for delivery in deliveries:
+            try:
+                readable.append((delivery, delivery.envelope_model()))
+            except Rejected as refused:
+                self._send(delivery, Event.FAILED, error=ErrorDetail.of(refused.violations[0]))
+        if not readable:
+            return
+        arrived = self.clock()
+        self.client.acknowledge_all([delivery for delivery, _ in readable], self.profile.arrival, occurred_at=arrived)
+        with self._stats_lock:
+            self.stats[self.profile.arrival.value] += len(readable)
+        for delivery, envelope in readable:
+            self._schedule(delivery, envelope, arrived)
+
+    def _schedule(self, delivery: Delivery, envelope: Envelope, arrived: datetime) -> None:
+        """Draw whether (and when) the recipient opens and replies, and schedule it."""
         if not self.profile.opens:
             return
         rng = random.Random(f"{self.seed}:{self.provider_id}:{delivery.delivery_id}")  # noqa: S311 - not crypto
