@@ -65,6 +65,8 @@ class ErrorCode(StrEnum):
     ACK_NOT_YOURS = "ACK_NOT_YOURS"
     REPLY_ALREADY_GIVEN = "REPLY_ALREADY_GIVEN"
     REPLY_NOT_ALLOWED = "REPLY_NOT_ALLOWED"
+    # A claim-checked envelope asked for after retention removed it (HTTP 410)
+    CONTENT_EXPIRED = "CONTENT_EXPIRED"
     # Outbound pushes (webhooks): the receiver refused a push for good (a 4xx other than 408, 425, 429)
     PUSH_REFUSED = "PUSH_REFUSED"
     # Not a refusal of the input: the hub cannot serve now (HTTP 503); retry later.

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.broker.consumer import consume_batches
-from hub.broker.relay import OutboxRelay
+from hub.broker.relay import OutboxRelay, claim_check_of
 from hub.broker.topology import declare_at
 from hub.inbound.amqp import AmqpDoor
 from hub.outbound.forwarding import Forwarder
@@ -111,7 +111,12 @@ class Service:
         stop = self.stop_event
         backoff = settings.redelivery
         self._declare(self.providers())
-        relay = OutboxRelay(self.runtime.sessions, self.broker_url, batch=settings.relay_batch)
+        relay = OutboxRelay(
+            self.runtime.sessions,
+            self.broker_url,
+            batch=settings.relay_batch,
+            claim_check=claim_check_of(settings.claim_check_bytes, settings.effective_public_url),
+        )
         door = AmqpDoor(self.intake, self.broker_url)
         self._spawn("relay", lambda: relay.run_forever(stop))
         self._spawn("forwarder", lambda: self.forwarder.run_forever(stop))

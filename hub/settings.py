@@ -23,7 +23,7 @@ ENVIRONMENTS = ("INT", "PROD")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "hub": {"environment": "PROD", "data_dir": "var"},
     "database": {"url": ""},  # empty: SQLite file in data_dir
-    "broker": {"url": "memory://", "confirm_timeout_s": 10.0, "relay_batch": 500},
+    "broker": {"url": "memory://", "confirm_timeout_s": 10.0, "relay_batch": 500, "claim_check_bytes": 256 * 1024},
     "signing": {"key": "", "certificate": ""},  # empty: a hub key created in data_dir on first start
     "limits": {"max_envelope_bytes": 15 * 1024 * 1024, "max_batch": 1000, "max_batch_bytes": 64 * 1024 * 1024},
     "retry": {"attempts": 8, "first_delay_s": 1.0, "factor": 2.5, "max_delay_s": 300.0, "jitter": 0.2},
@@ -35,6 +35,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tls_key": "",
         "tls_certificate": "",
         "client_ca": "",
+        "public_url": "",  # empty: http(s)://host:port
     },
     "lifecycle": {"warn_days": 7, "reminder_days": 15, "check_every_s": 60.0},
     "metrics": {"host": "127.0.0.1", "port": 0},  # port 0: no metrics server (the HTTP app has /metrics)
@@ -53,6 +54,8 @@ class Settings:
     broker_url: str = "memory://"
     confirm_timeout_s: float = 10.0
     relay_batch: int = 500
+    claim_check_bytes: int = 256 * 1024
+    """Envelopes larger than this go to providers by reference (claim check), not through the broker; 0: never."""
     signing_key: Path | None = None
     signing_certificate: Path | None = None
     max_envelope_bytes: int = 15 * 1024 * 1024
@@ -70,6 +73,8 @@ class Settings:
     tls_key: Path | None = None
     tls_certificate: Path | None = None
     client_ca: Path | None = None
+    public_url: str = ""
+    """Where providers reach this hub's HTTP door (claim-checked envelopes); empty: from host and port."""
     lifecycle_warn_days: int = 7
     lifecycle_reminder_days: int = 15
     lifecycle_check_every_s: float = 60.0
@@ -94,6 +99,15 @@ class Settings:
             max=self.retry_max_delay_s,
             jitter=self.retry_jitter,
         )
+
+    @property
+    def effective_public_url(self) -> str:
+        """The base URL providers fetch claim-checked envelopes from (``[http] public_url``, else host and port)."""
+        if self.public_url:
+            return self.public_url
+        scheme = "https" if self.tls_key and self.tls_certificate else "http"
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host  # noqa: S104 - a comparison
+        return f"{scheme}://{host}:{self.http_port}"
 
     @property
     def effective_database_url(self) -> str:
@@ -144,7 +158,11 @@ def lifecycle_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def observability_problem(section: str, values: Mapping[str, Any]) -> tuple[str, str] | None:
-    """What is wrong with a ``[metrics]`` or ``[log]`` section (the key and why), or None."""
+    """What is wrong with a ``[metrics]``, ``[log]``, ``[broker]`` or ``[http]`` section (the key and why), or None."""
+    if section == "broker" and values["claim_check_bytes"] < 0:
+        return "claim_check_bytes", f"must be at least 0 (0: never by reference), not {values['claim_check_bytes']}"
+    if section == "http" and values["public_url"] and not str(values["public_url"]).startswith(("http://", "https://")):
+        return "public_url", f"must start with http:// or https://, not {values['public_url']!r}"
     if section == "metrics" and not 0 <= values["port"] <= 65535:
         return "port", f"must be between 0 (off) and 65535, not {values['port']}"
     if section == "log" and values["format"] not in LOG_FORMATS:
@@ -189,7 +207,7 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         raise ConfigError(f"[retry] {problem[0]} {problem[1]} (after the HUB_RETRY_* variables)")
     if problem := lifecycle_problem(merged["lifecycle"]):
         raise ConfigError(f"[lifecycle] {problem[0]} {problem[1]} (after the HUB_LIFECYCLE_* variables)")
-    for section_name in ("metrics", "log"):
+    for section_name in ("metrics", "log", "broker", "http"):
         if problem := observability_problem(section_name, merged[section_name]):
             raise ConfigError(
                 f"[{section_name}] {problem[0]} {problem[1]} (after the HUB_{section_name.upper()}_* variables)"
@@ -208,6 +226,7 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         broker_url=str(merged["broker"]["url"]),
         confirm_timeout_s=float(merged["broker"]["confirm_timeout_s"]),
         relay_batch=int(merged["broker"]["relay_batch"]),
+        claim_check_bytes=int(merged["broker"]["claim_check_bytes"]),
         signing_key=path_or_none(merged["signing"]["key"]),
         signing_certificate=path_or_none(merged["signing"]["certificate"]),
         max_envelope_bytes=int(merged["limits"]["max_envelope_bytes"]),
@@ -225,6 +244,7 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         tls_key=path_or_none(merged["http"]["tls_key"]),
         tls_certificate=path_or_none(merged["http"]["tls_certificate"]),
         client_ca=path_or_none(merged["http"]["client_ca"]),
+        public_url=str(merged["http"]["public_url"]).rstrip("/"),
         lifecycle_warn_days=int(merged["lifecycle"]["warn_days"]),
         lifecycle_reminder_days=int(merged["lifecycle"]["reminder_days"]),
         lifecycle_check_every_s=float(merged["lifecycle"]["check_every_s"]),

@@ -26,6 +26,7 @@ from starlette.testclient import TestClient
 
 from hub.broker import topology
 from hub.broker.consumer import consume, consume_batches
+from hub.broker.relay import ClaimCheck
 from hub.envelope import examples as ex
 from hub.errors import ErrorCode, Rejected
 from hub.inbound.http import build_app
@@ -278,6 +279,84 @@ def test_a_providers_batch_is_applied_item_by_item_and_a_refused_item_leaves_the
     again = loop.acks.receive(signed_acknowledgements(Signer(PROVIDER_KEYS["irisbox"]), items[:1]))
     assert [type(r).__name__ for r in again] == ["Applied"]  # a repeat, absorbed
     assert [e.kind for e in loop.events(message_id)] == ["accepted", "routed", "delivered", "opened"]
+
+
+def test_a_large_envelope_travels_by_reference_and_only_its_provider_can_fetch_it(loop):
+    loop.claim_check = ClaimCheck(above=1000, base_url="http://testserver")  # every example is "large" here
+    loop.reads_with(ex.CITIZEN_A, "myebox", "irisbox")
+    message_id, data = loop.submit("registered")
+    assert loop.relay() == 1 and loop.route(1) == [None]
+    assert loop.relay() == 2
+    [claim] = drain(loop.url, "provider.myebox", expect=1, limit=10)
+    assert claim.body == b""  # the broker carries the reference, not the envelope
+    url = f"http://testserver/v1/deliveries/{message_id}:myebox/envelope"
+    assert claim.headers["envelope-url"] == url
+    assert int(claim.headers["envelope-bytes"]) == len(data)
+    assert claim.headers["envelope-sha256"] == hashlib.sha256(data).hexdigest()
+    with TestClient(build_app(loop.runtime)) as client:
+        client.app.state.ack_intake = loop.acks  # type: ignore[attr-defined]
+
+        def get(path: str, provider: str | None) -> Any:
+            headers = {"Authorization": f"Bearer {PROVIDER_TOKENS[provider]}"} if provider else {}
+            return client.get(path, headers=headers)
+
+        mine = get(url, "myebox")
+        assert mine.status_code == 200 and mine.content == data
+        assert mine.headers["X-Hub-Envelope-Sha256"] == hashlib.sha256(data).hexdigest()
+        # another provider, no token, a forged token, an unknown or absurd id: nothing is disclosed
+        for path, provider in [
+            (url, "irisbox"),
+            (f"/v1/deliveries/{message_id}:irisbox/envelope", "myebox"),
+            (f"/v1/deliveries/{'0' * 36}:myebox/envelope", "myebox"),
+            (f"/v1/deliveries/{'x' * 5000}/envelope", "myebox"),
+        ]:
+            refused = get(path, provider)
+            assert (refused.status_code, b"MESSAGE_NOT_FOUND" in refused.content) == (404, True), path
+        assert get(url, None).status_code == 401
+        assert client.get(url, headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+        with loop.sessions() as session:  # retention removes the content
+            session.get(Message, message_id).envelope = None  # type: ignore[union-attr]
+            session.commit()
+        expired = get(url, "myebox")
+        assert (expired.status_code, b"CONTENT_EXPIRED" in expired.content) == (410, True)
+
+
+def test_a_provider_fetches_claim_checked_envelopes_and_acknowledges_them_like_any_other(loop):
+    import httpx
+
+    from hub.outbound.claims import EnvelopeFetcher
+    from hub.outbound.simulated import Behaviour, SimulatedProvider
+
+    loop.claim_check = ClaimCheck(above=1000, base_url="http://testserver")
+    loop.reads_with(ex.CITIZEN_A, "myebox")
+    submitted = dict(loop.submit("citizen-letter", sender_message_id=f"CLAIM-{i}") for i in range(3))
+    assert loop.relay() == 3 and loop.route(3) == [None] * 3
+    assert loop.relay() == 3
+    with TestClient(build_app(loop.runtime)) as web:
+        web.app.state.ack_intake = loop.acks  # type: ignore[attr-defined]
+
+        def through_the_app(request: httpx.Request) -> httpx.Response:
+            answer = web.get(request.url.path, headers={"Authorization": request.headers["Authorization"]})
+            return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
+
+        provider = SimulatedProvider(
+            "myebox", loop.url, PROVIDER_KEYS["myebox"], behaviour=Behaviour(open_probability=0.0), poll=0.05
+        )
+        provider.client.fetcher = EnvelopeFetcher(
+            "http://testserver", PROVIDER_TOKENS["myebox"], transport=httpx.MockTransport(through_the_app)
+        )
+        provider.start()
+        try:
+            got = drain(loop.url, "hub.acks", expect=3, limit=15)
+        finally:
+            provider.stop()
+            provider.close()
+    acks = [a for m in got for a in loop.acks.open(m.body)]
+    assert sorted(a.hub_message_id for a in acks) == sorted(submitted)  # type: ignore[type-var]
+    for ack in acks:  # the digest the provider signs is of the envelope it fetched: the sender's bytes
+        assert ack.envelope_digest == hashlib.sha256(submitted[ack.hub_message_id]).digest()  # type: ignore[index]
+    assert all(isinstance(r, Applied) for r in loop.acks.apply(acks))
+    assert {loop.message(m).state for m in submitted} == {"delivered"}
 
 
 def read_acknowledgement_items(data: bytes, verify_with: Any = None) -> list[Acknowledgement]:

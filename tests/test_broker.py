@@ -175,7 +175,12 @@ def drain(url: str, queue: str, *, expect: int | None = None, idle: float = 0.3,
 
     def keep(message: Any) -> None:
         got.append(
-            Got(bytes(message.body), dict(message.headers or {}), dict(message.properties or {}), message.content_type)
+            Got(
+                message.body.encode() if isinstance(message.body, str) else bytes(message.body),  # py-amqp: b"" -> ""
+                dict(message.headers or {}),
+                dict(message.properties or {}),
+                message.content_type,
+            )
         )
 
     deadline = time.monotonic() + limit

@@ -562,7 +562,7 @@ def test_a_key_twice_or_a_value_of_the_wrong_type_is_refused(folder, text, line,
             id="certificate-file",
         ),
         pytest.param(
-            BASE + "integrators:\n  - id: \"0202239951\"\n    mandates: []\n",
+            BASE + 'integrators:\n  - id: "0202239951"\n    mandates: []\n',
             8,
             ["integrators[0]: 'name' is required"],
             id="integrator-name",
@@ -841,7 +841,7 @@ def test_the_built_in_defaults_are_the_settings_class_defaults(tmp_path):
             id="unknown-key",
         ),
         pytest.param(
-            "[hub]\nenvironment = \"INT\"\n\n[htpp]\nport = 8443\n",
+            '[hub]\nenvironment = "INT"\n\n[htpp]\nport = 8443\n',
             4,
             ["htpp: unknown key 'htpp'; did you mean 'http'?"],
             id="unknown-section",
@@ -871,7 +871,7 @@ def test_the_built_in_defaults_are_the_settings_class_defaults(tmp_path):
             id="port-as-text",
         ),
         pytest.param(
-            "[broker]\nconfirm_timeout_s = \"10s\"\n",
+            '[broker]\nconfirm_timeout_s = "10s"\n',
             2,
             ["broker.confirm_timeout_s: must be int or float, not str ('10s')"],
             id="seconds-as-text",
@@ -1053,7 +1053,7 @@ def test_hub_serve_with_a_broken_senders_file_exits_2_naming_the_file_and_line(r
 def test_hub_serve_with_a_broken_hub_toml_exits_2_naming_the_file_and_line(run_hub, served, folder):
     # Given a good senders.yaml and a hub.toml with a typo on line 3
     write(folder, BASE)
-    write(folder, "[http]\nhost = \"0.0.0.0\"\nprot = 8443\n", "hub.toml")
+    write(folder, '[http]\nhost = "0.0.0.0"\nprot = 8443\n', "hub.toml")
     # When `hub serve` starts
     result = run_hub(folder, "serve")
     # Then it exits 2 naming hub.toml:3
@@ -1134,3 +1134,20 @@ def test_the_retry_policy_comes_from_hub_toml_and_hub_retry_variables(tmp_path):
     # And a variable that makes the policy impossible is refused at start
     with pytest.raises(ConfigError, match=r"jitter must be between 0 and 1"):
         load_settings(tmp_path, environ={"HUB_RETRY_JITTER": "5"})
+
+
+def test_the_claim_check_threshold_and_the_public_url_are_checked_and_the_url_has_a_sensible_default(tmp_path):
+    # Given no public_url, the door's address stands in (any-address binds are reached on loopback)
+    settings = load_settings(tmp_path, {"HUB_HTTP_HOST": "0.0.0.0", "HUB_HTTP_PORT": "9000"})
+    assert settings.effective_public_url == "http://127.0.0.1:9000"
+    assert settings.claim_check_bytes == 256 * 1024
+    # And a public_url given is used as is, without a trailing slash
+    given = load_settings(tmp_path, {"HUB_HTTP_PUBLIC_URL": "https://hub.example.be/"})
+    assert given.effective_public_url == "https://hub.example.be"
+    # When a value makes no sense, in the file or in a variable, it is refused naming the key
+    (tmp_path / "hub.toml").write_text("[broker]\nclaim_check_bytes = -1\n")
+    assert "hub.toml:2: broker.claim_check_bytes: must be at least 0" in str(settings_refusal(tmp_path))
+    (tmp_path / "hub.toml").unlink()
+    assert "public_url must start with http:// or https://" in str(
+        settings_refusal(tmp_path, {"HUB_HTTP_PUBLIC_URL": "hub.example.be"})
+    )

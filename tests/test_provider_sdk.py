@@ -15,11 +15,12 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from kombu import Producer
@@ -29,8 +30,9 @@ from hub.broker.connection import connect
 from hub.broker.retry import QUEUE, REASON
 from hub.envelope import examples as ex
 from hub.envelope.model import AssuranceLevel, Envelope
-from hub.errors import ErrorCode, Rejected
+from hub.errors import ErrorCode, Rejected, Unavailable
 from hub.outbound.acks import Acknowledgement, Event, Reply, open_acknowledgement, open_acknowledgements
+from hub.outbound.claims import EnvelopeFetcher
 from hub.outbound.sdk import Delivery, ProviderClient, ack_id
 from hub.outbound.simulated import Behaviour, SimulatedProvider
 from hub.outbound.states import reply_fits
@@ -421,6 +423,105 @@ def test_publish_all_refuses_another_providers_acknowledgements_and_sends_nothin
         with pytest.raises(ValueError, match="myebox"):
             client.publish_all([mine, theirs])
     assert drain(hub_broker, "hub.acks") == []
+
+
+# -- envelopes that travel by reference (claim check) --------------------------------------------
+
+CLAIM_BODY = signed("citizen-letter")
+
+
+def claim_headers(url: str = "https://hub.example/v1/deliveries/m:myebox/envelope", **change: Any) -> dict[str, Any]:
+    headers = {
+        "envelope-url": url,
+        "envelope-bytes": len(CLAIM_BODY),
+        "envelope-sha256": hashlib.sha256(CLAIM_BODY).hexdigest(),
+    }
+    return headers | change
+
+
+def fetcher(
+    answer: Callable[[httpx.Request], httpx.Response], seen: list[httpx.Request] | None = None
+) -> EnvelopeFetcher:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        return answer(request)
+
+    return EnvelopeFetcher("https://hub.example", "tok-myebox", transport=httpx.MockTransport(handler))
+
+
+def test_a_claim_checked_envelope_is_fetched_from_the_hub_with_the_token_and_checked():
+    seen: list[httpx.Request] = []
+    got = fetcher(lambda r: httpx.Response(200, content=CLAIM_BODY), seen).resolve(b"", claim_headers())
+    assert got == CLAIM_BODY
+    assert [(r.method, str(r.url), r.headers["Authorization"]) for r in seen] == [
+        ("GET", "https://hub.example/v1/deliveries/m:myebox/envelope", "Bearer tok-myebox")
+    ]
+    assert fetcher(lambda r: httpx.Response(500)).resolve(b"<x/>", claim_headers()) == b"<x/>"  # a body: no fetch
+
+
+@pytest.mark.parametrize(
+    ("answer", "headers", "error", "code"),
+    [
+        (httpx.Response(404), claim_headers(), Rejected, ErrorCode.MESSAGE_NOT_FOUND),
+        (httpx.Response(410), claim_headers(), Rejected, ErrorCode.CONTENT_EXPIRED),
+        (httpx.Response(503), claim_headers(), Unavailable, None),
+        (httpx.Response(401), claim_headers(), Unavailable, None),  # a token not yet registered: retried
+        (httpx.Response(302, headers={"Location": "https://evil.example/"}), claim_headers(), Unavailable, None),
+        (httpx.Response(200, content=CLAIM_BODY[:-1]), claim_headers(), Unavailable, None),  # cut short
+        (httpx.Response(200, content=CLAIM_BODY.replace(b"e", b"E", 1)), claim_headers(), Unavailable, None),
+        (None, claim_headers("https://evil.example/v1/deliveries/m:myebox/envelope"), Rejected, None),
+        (None, claim_headers("http://hub.example/v1/deliveries/m:myebox/envelope"), Rejected, None),
+        (None, claim_headers("https://hub.example:8443/v1/deliveries/m:myebox/envelope"), Rejected, None),
+        (None, claim_headers("https://hub.example.evil.example/v1/x"), Rejected, None),
+        (None, claim_headers(**{"envelope-bytes": "many"}), Rejected, None),
+        (None, claim_headers(**{"envelope-sha256": "zz"}), Rejected, None),
+    ],
+    ids=[
+        "not-yours",
+        "expired",
+        "hub-down",
+        "token-unknown",
+        "redirect",
+        "cut-short",
+        "other-bytes",
+        "other-host",
+        "other-scheme",
+        "other-port",
+        "lookalike-host",
+        "bad-size",
+        "bad-digest",
+    ],
+)
+def test_a_claim_that_cannot_be_honoured_is_refused_or_retried_and_the_token_stays_home(answer, headers, error, code):
+    seen: list[httpx.Request] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        assert answer is not None, "the token must not be sent there"
+        return answer
+
+    with pytest.raises(error) as caught:
+        fetcher(reply, seen).resolve(b"", headers)
+    if code is not None:
+        assert caught.value.code is code
+    assert all(r.url.host == "hub.example" for r in seen)
+
+
+def test_a_client_without_a_token_retries_a_claim_checked_delivery_rather_than_losing_it(hub_broker):
+    message_id = str(uuid.uuid4())
+    deliver(hub_broker, "myebox", b"", headers_of(message_id, "myebox", registered=False) | claim_headers())
+    handled: list[Delivery] = []
+    stop = threading.Event()
+    with ProviderClient("myebox", hub_broker, provider_keys("myebox"), backoff=QUICK_RETRIES, poll=0.05) as client:
+        thread = threading.Thread(target=client.run, args=(handled.append, stop), daemon=True)
+        thread.start()
+        try:
+            dead = drain(hub_broker, "hub.dead", expect=1, limit=15)
+        finally:
+            stop.set()
+            thread.join(10)
+    assert handled == []
+    assert len(dead) == 1 and "api_token" in str(dead[0].headers.get(REASON, ""))
 
 
 def test_stop_with_openings_pending_returns_promptly_and_sends_none_of_them(hub_broker):

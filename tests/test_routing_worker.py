@@ -31,7 +31,7 @@ from sqlalchemy import func, insert, select, update
 
 from hub.broker import topology
 from hub.broker.consumer import Properties, consume
-from hub.broker.relay import OutboxRelay
+from hub.broker.relay import ClaimCheck, OutboxRelay
 from hub.cli import cli
 from hub.envelope import examples as ex
 from hub.envelope.model import Priority
@@ -164,6 +164,7 @@ class Stage:
         self.directory = Directory(self.sessions, clock=lambda: self.now)
         self.source = RoutingSource(config_dir, check_every=0)
         self.worker = RoutingWorker(self.sessions, self.directory, self.source, clock=lambda: self.now)
+        self.claim_check: ClaimCheck | None = None
         declare_provider_queues(url, self.source.current()[0])
 
     def close(self) -> None:
@@ -189,7 +190,7 @@ class Stage:
     def relay(self, at: datetime | None = None) -> int:
         when = at or self.now
         total = 0
-        with OutboxRelay(self.sessions, self.url, batch=100, clock=lambda: when) as relay:
+        with OutboxRelay(self.sessions, self.url, batch=100, claim_check=self.claim_check, clock=lambda: when) as relay:
             while published := relay.run_once():
                 total += published
         return total

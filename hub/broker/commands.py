@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hub.broker.connection import connect
-from hub.broker.relay import OutboxRelay
+from hub.broker.relay import OutboxRelay, claim_check_of
 from hub.broker.topology import declare
 from hub.errors import ConfigError, Unavailable
 from hub.metrics import metrics_port_option
@@ -49,11 +49,11 @@ def relay_command(database_url: str | None, broker_url: str | None, batch: int |
     from hub.store.db import make_engine, session_factory
 
     try:
-        if database_url is None or broker_url is None or batch is None:
-            settings = load_settings()
-            database_url = database_url or settings.effective_database_url
-            broker_url = broker_url or settings.broker_url
-            batch = batch or settings.relay_batch
+        settings = load_settings()
+        database_url = database_url or settings.effective_database_url
+        broker_url = broker_url or settings.broker_url
+        batch = batch or settings.relay_batch
+        claim_check = claim_check_of(settings.claim_check_bytes, settings.effective_public_url)
     except ConfigError as bad:
         raise click.UsageError(str(bad)) from bad
     if broker_url.startswith("memory:"):
@@ -62,7 +62,7 @@ def relay_command(database_url: str | None, broker_url: str | None, batch: int |
             err=True,
         )
     engine = make_engine(database_url)
-    relay = OutboxRelay(session_factory(engine), broker_url, batch=batch)
+    relay = OutboxRelay(session_factory(engine), broker_url, batch=batch, claim_check=claim_check)
     try:
         if once:
             total = 0

@@ -129,6 +129,8 @@ def _properties(message: Message) -> Properties:
 def _body(message: Message) -> bytes:
     body = message.body
     if isinstance(body, str):  # py-amqp decodes bodies that carry a content_encoding
+        if not body:  # an empty body comes as "" whatever its encoding (even "binary", which is no codec)
+            return b""
         return body.encode(message.content_encoding or "utf-8")
     return bytes(body)
 

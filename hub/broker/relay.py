@@ -22,6 +22,13 @@ marked sent and lost. The in-process transport checks routability through its bi
 A row without a body of its own (a delivery) publishes the stored envelope of its
 ``message_id``, read in the same claim; if retention removed that envelope first, the row is
 marked sent without publishing, with a warning (there is nothing left to deliver).
+
+Claim check: with a ``ClaimCheck``, an envelope larger than its threshold is not read at all
+(the claim selects its size and digest only): the delivery goes out with an empty body and
+the headers ``envelope-url`` (``<hub>/v1/deliveries/<delivery id>/envelope``, where the
+provider fetches it with its API token), ``envelope-bytes`` and ``envelope-sha256`` (what
+the fetched bytes must be). RabbitMQ then moves small messages only, and a 2 MB envelope is
+held once by the relay (never) instead of once per provider and per hop.
 """
 
 from __future__ import annotations
@@ -36,11 +43,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import amqp  # type: ignore[import-untyped]
 import amqp.exceptions  # type: ignore[import-untyped]
 from kombu import Connection, Producer
-from sqlalchemy import func, outerjoin, select, update
+from sqlalchemy import case, func, null, outerjoin, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import metrics
@@ -74,6 +82,27 @@ def outbox_message_id(row_id: int) -> str:
 
 
 @dataclass(frozen=True)
+class ClaimCheck:
+    """Deliveries of envelopes larger than ``above`` bytes carry a link to them instead (see the module's doc)."""
+
+    above: int
+    base_url: str
+    """The hub's HTTP door as providers reach it (``Settings.effective_public_url``)."""
+
+    def __post_init__(self) -> None:
+        if self.above < 1:
+            raise ValueError(f"a claim check needs a threshold of at least 1 byte, not {self.above}")
+
+    def url(self, delivery_id: str) -> str:
+        return f"{self.base_url.rstrip('/')}/v1/deliveries/{quote(delivery_id, safe=':')}/envelope"
+
+
+def claim_check_of(threshold: int, base_url: str) -> ClaimCheck | None:
+    """The relay's claim check from the settings (``[broker] claim_check_bytes``; 0: none)."""
+    return ClaimCheck(threshold, base_url) if threshold > 0 else None
+
+
+@dataclass(frozen=True)
 class OutboxMessage:
     """One outbox row, ready to publish."""
 
@@ -94,15 +123,28 @@ class OutboxMessage:
         return value if isinstance(value, str) and value else DEFAULT_CONTENT_TYPE
 
     @classmethod
-    def of(cls, row: Any) -> OutboxMessage:
+    def of(cls, row: Any, claim_check: ClaimCheck | None = None) -> OutboxMessage:
+        """The message of a claimed row: its own body, else its message's envelope, else (an envelope
+        above the claim check's threshold, not read) an empty body and the headers to fetch it."""
         headers = json.loads(row.headers or "{}")
         if not isinstance(headers, dict):
             raise ValueError(f"outbox row {row.id}: headers must be a JSON object, not {type(headers).__name__}")
+        if row.body is not None:
+            body = bytes(row.body)
+        elif row.envelope is not None:
+            body = bytes(row.envelope)
+        else:
+            if claim_check is None or not headers.get("delivery-id"):
+                raise ValueError(f"outbox row {row.id}: no body, and no claim check for its envelope")
+            body = b""
+            headers["envelope-url"] = claim_check.url(str(headers["delivery-id"]))
+            headers["envelope-bytes"] = int(row.envelope_bytes)
+            headers["envelope-sha256"] = row.envelope_sha256
         return cls(
             row_id=row.id,
             exchange=row.exchange,
             routing_key=row.routing_key,
-            body=bytes(row.body),
+            body=body,
             headers=headers,
             priority=max(0, min(MAX_PRIORITY, int(row.priority or 0))),
         )
@@ -277,10 +319,12 @@ class OutboxRelay:
         confirm_timeout: float = 10.0,
         options: ConnectionOptions = DEFAULT_OPTIONS,
         retry: RetryPolicy = DEFAULT_RETRY,
+        claim_check: ClaimCheck | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
+        self.claim_check = claim_check
         self.sessions = sessions
         self.connection_url = connection_url
         self.batch = batch
@@ -334,11 +378,18 @@ class OutboxRelay:
         ready from the start, in id order. Each query has its own partial index, so rows
         still held are never read on the way (``ix_outbox_held``, ``ix_outbox_ready``).
         """
+        size = func.length(Message.envelope)
+        envelope: Any = Message.envelope
+        if self.claim_check is not None:  # a large envelope is not read: the delivery carries a link to it
+            envelope = case((size <= self.claim_check.above, Message.envelope), else_=null())
         columns = (
             OutboxEntry.id,
             OutboxEntry.exchange,
             OutboxEntry.routing_key,
-            func.coalesce(OutboxEntry.body, Message.envelope).label("body"),
+            OutboxEntry.body,
+            envelope.label("envelope"),
+            size.label("envelope_bytes"),
+            Message.envelope_sha256,
             OutboxEntry.headers,
             OutboxEntry.priority,
         )
@@ -368,8 +419,9 @@ class OutboxRelay:
             rows += session.execute(ready).all()
         if not postgres:
             session.commit()  # SQLite: hold no read snapshot while publishing
-        return [OutboxMessage.of(row) for row in rows if row.body is not None] + [
-            Gone(row.id) for row in rows if row.body is None
+        gone = {row.id for row in rows if row.body is None and row.envelope_bytes is None}
+        return [OutboxMessage.of(row, self.claim_check) for row in rows if row.id not in gone] + [
+            Gone(row_id) for row_id in sorted(gone)
         ]
 
     def _mark_sent(self, session: Session, row_ids: Sequence[int], at: datetime) -> None:

@@ -60,6 +60,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.DUPLICATE_MESSAGE_ID: 409,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.ACK_UNKNOWN_DELIVERY: 404,
+    ErrorCode.CONTENT_EXPIRED: 410,
     ErrorCode.ACK_NOT_YOURS: 403,
     ErrorCode.ACK_EVENT_NOT_ALLOWED: 422,
     ErrorCode.REPLY_ALREADY_GIVEN: 409,

@@ -111,6 +111,15 @@ def provider_group() -> None:
     type=click.IntRange(1, 10000),
     help="Take up to this many waiting deliveries at once and acknowledge their arrival under one signature.",
 )
+@click.option(
+    "--hub-url",
+    help="The hub's HTTP door, to fetch envelopes that travel by reference. Default: the settings' [http] public_url.",
+)
+@click.option(
+    "--api-token",
+    envvar="HUB_PROVIDER_TOKEN",
+    help="This provider's API token (its SHA-256 in providers.yaml), for those envelopes. Env: HUB_PROVIDER_TOKEN.",
+)
 def simulate_command(
     name: str,
     key_file: Path | None,
@@ -122,6 +131,8 @@ def simulate_command(
     seed: int | None,
     duration: float | None,
     batch_size: int,
+    hub_url: str | None,
+    api_token: str | None,
 ) -> None:
     """Run the simulated provider NAME (doccle, enterprise, irisbox, myebox, paper): consume
     provider.NAME and acknowledge like a real one, until Ctrl-C (or --duration)."""
@@ -153,8 +164,21 @@ def simulate_command(
     if url.startswith("memory:"):
         click.echo("warning: memory:// is in-process: a provider of its own receives nothing from the hub", err=True)
     simulated = SimulatedProvider(
-        profile(name), url, pair, behaviour=behaviour, backoff=settings.redelivery, batch_size=batch_size
+        profile(name),
+        url,
+        pair,
+        behaviour=behaviour,
+        backoff=settings.redelivery,
+        batch_size=batch_size,
+        hub_url=hub_url or settings.effective_public_url,
+        api_token=api_token,
     )
+    if api_token is None and settings.claim_check_bytes:
+        click.echo(
+            f"note: envelopes above {settings.claim_check_bytes} bytes travel by reference; without --api-token "
+            "they cannot be fetched (they are retried, then dead-lettered)",
+            err=True,
+        )
     click.echo(
         f"simulating {name} ({simulated.profile.name}) on {Connection(url).as_uri()}, seed {simulated.seed}; "
         "Ctrl-C stops"

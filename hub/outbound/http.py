@@ -7,6 +7,12 @@ GET  /v1/acks    a sender's feed: ?after=CURSOR&limit=N (N <= 1000): the events 
                  cursor, as one ``Acknowledgements`` document signed by the hub; ``X-Hub-Cursor`` is the
                  cursor to ask with next (204 and the same cursor when there is nothing new). Following
                  the cursor never skips nor repeats an event (``hub.outbound.feed``).
+GET  /v1/deliveries/{delivery_id}/envelope
+                 a claim-checked delivery's envelope (``hub.broker.relay.ClaimCheck``), bearer token of the
+                 provider the delivery is for: 200 with the envelope exactly as the sender signed it
+                 (``X-Hub-Envelope-Sha256``, ``ETag``); 404 ``MESSAGE_NOT_FOUND`` for a delivery that is
+                 not this provider's (whether or not it exists); 410 ``CONTENT_EXPIRED`` once retention
+                 removed the content.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,6 +38,7 @@ from hub.routing.providers import ProviderCatalog, load_providers
 from hub.runtime import Runtime
 from hub.safexml import ParseLimits
 from hub.store.db import unavailable_on_outage
+from hub.store.models import Delivery, Message
 
 log = logging.getLogger("hub.acks")
 
@@ -144,8 +152,45 @@ async def get_acks(request: Request) -> Response:
     )
 
 
+async def get_delivery_envelope(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        provider = provider_of_token(request, intake_of(request, runtime))
+        delivery_id = request.path_params["delivery_id"]
+        row = await run_in_threadpool(_envelope_of, runtime, delivery_id) if len(delivery_id) <= 101 else None
+        if row is None or row.provider != provider:
+            raise Rejected(ErrorCode.MESSAGE_NOT_FOUND, "no delivery of that id is yours.")
+        if row.envelope is None:
+            raise Rejected(ErrorCode.CONTENT_EXPIRED, "the message expired: retention removed its content.")
+    except Rejected as refused:
+        return refusal(refused)
+    except Unavailable as exc:
+        log.warning("unavailable", extra={"event": "unavailable", "route": "GET /v1/deliveries/{id}/envelope"})
+        return unavailable(exc)
+    return Response(
+        row.envelope,
+        media_type=XML,
+        headers={
+            "X-Hub-Envelope-Sha256": row.envelope_sha256,
+            "ETag": f'"sha256:{row.envelope_sha256}"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+def _envelope_of(runtime: Runtime, delivery_id: str) -> Any:
+    with unavailable_on_outage(), runtime.sessions() as session:
+        query = (
+            select(Delivery.provider, Message.envelope, Message.envelope_sha256)
+            .join(Message, Message.id == Delivery.message_id)
+            .where(Delivery.id == delivery_id)
+        )
+        return session.execute(query).first()
+
+
 def routes() -> list[Route]:
     return [
+        Route("/v1/deliveries/{delivery_id:path}/envelope", get_delivery_envelope, methods=["GET"]),
         Route("/v1/acks", post_acks, methods=["POST"]),
         Route("/v1/acks", get_acks, methods=["GET"]),
     ]

@@ -16,6 +16,9 @@ The request: ``POST <url>``, the message's body as it is, ``Content-Type`` the m
                          the same for every attempt, so the receiver de-duplicates retries
     X-Hub-Priority, X-Hub-Expires-At, X-Hub-Registered, X-Hub-Sender
                          a delivery's other headers (``hub.routing.deliveries``), when present
+    X-Hub-Envelope-Url, X-Hub-Envelope-Bytes, X-Hub-Envelope-Sha256
+                         a large envelope that travels by reference (``hub.broker.relay``): the body
+                         is empty; GET the URL with the provider's API token
 
 plus ``extra_headers`` (e.g. the receiver's ``Authorization``; they never replace the above).
 
@@ -80,6 +83,9 @@ FORWARDED = {
     "expires-at": "X-Hub-Expires-At",
     "registered": "X-Hub-Registered",
     "sender": "X-Hub-Sender",
+    "envelope-url": "X-Hub-Envelope-Url",
+    "envelope-bytes": "X-Hub-Envelope-Bytes",
+    "envelope-sha256": "X-Hub-Envelope-Sha256",
 }
 """Delivery headers (``hub.routing.deliveries``) passed on as request headers, when present."""
 OWN_HEADERS = frozenset(

@@ -18,6 +18,12 @@ exactly as the sender sent it; the headers say what a provider needs before read
 
 No recipient identifier travels in headers: the recipient is inside the signed envelope.
 
+**Large envelopes travel by reference** (claim check, ``hub.outbound.claims``): above the
+hub's ``claim_check_bytes`` the body is empty and the headers ``envelope-url``,
+``envelope-bytes`` and ``envelope-sha256`` say where and what it is. Give ``ProviderClient``
+``hub_url`` and ``api_token`` and it fetches such envelopes before the handler sees them
+(checked against the announced size and digest); the handler always gets the envelope.
+
 **Notices.** The same queue also carries the hub's notices about a document the provider
 holds (``hub.lifecycle.retention``): ``documentExpirationAlert`` (it expires in a few days and
 is still unread: tell the recipient), ``newDocumentReminder`` (still unread: remind the
@@ -116,6 +122,7 @@ from hub.outbound.acks import (
     signed_acknowledgement,
     signed_acknowledgements,
 )
+from hub.outbound.claims import EnvelopeFetcher, is_claim
 from hub.outbound.states import NOTICES, PROVIDER_EVENTS
 from hub.safexml import DEFAULT_LIMITS, ParseLimits, parse
 from hub.signing.keys import KeyPair
@@ -334,8 +341,12 @@ class ProviderClient:
         prefetch: int = 100,
         poll: float = 0.25,
         confirm_timeout: float = 10.0,
+        hub_url: str | None = None,
+        api_token: str | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
+        self.fetcher = EnvelopeFetcher(hub_url, api_token) if hub_url and api_token else None
+        """Fetches claim-checked envelopes (``hub.outbound.claims``); ``None`` without ``hub_url`` and ``api_token``."""
         self.queue = provider_queue(provider_id).name  # checks the id (it names a queue)
         self.provider_id = provider_id
         self.broker_url = broker_url
@@ -358,7 +369,7 @@ class ProviderClient:
             if headers.get("notice") is not None:
                 self._notice(Notice.from_message(body, headers), on_notice)
                 return
-            handler(Delivery.from_message(body, headers))
+            handler(Delivery.from_message(self._envelope(body, headers), headers))
 
         consume(
             self.broker_url,
@@ -398,7 +409,8 @@ class ProviderClient:
                     if incoming.headers.get("notice") is not None:
                         self._notice(Notice.from_message(incoming.body, incoming.headers), on_notice)
                     else:
-                        deliveries.append(Delivery.from_message(incoming.body, incoming.headers))
+                        body = self._envelope(incoming.body, incoming.headers)
+                        deliveries.append(Delivery.from_message(body, incoming.headers))
                         positions.append(index)
                 except Rejected as refused:
                     outcomes[index] = refused
@@ -422,6 +434,17 @@ class ProviderClient:
             options=self.options,
             poll=self.poll,
         )
+
+    def _envelope(self, body: bytes, headers: Mapping[str, Any]) -> bytes:
+        """The delivery's envelope: its body, or fetched from the hub when it travelled by reference."""
+        if not is_claim(body, headers):
+            return body
+        if self.fetcher is None:
+            raise Unavailable(
+                f"a delivery of {headers.get('envelope-bytes')} bytes travels by reference; "
+                "give the ProviderClient hub_url and api_token to fetch it"
+            )
+        return self.fetcher.resolve(body, headers)
 
     def _notice(self, notice: Notice, on_notice: NoticeHandler | None) -> None:
         if on_notice is None:
@@ -577,6 +600,8 @@ class ProviderClient:
     def close(self) -> None:
         with self._lock:
             self._publisher.close()
+        if self.fetcher is not None:
+            self.fetcher.close()
 
     def __enter__(self) -> ProviderClient:
         return self

@@ -235,6 +235,8 @@ class SimulatedProvider:
         backoff: RetryPolicy = HANDLER_BACKOFF,
         poll: float = 0.25,
         batch_size: int = 1,
+        hub_url: str | None = None,
+        api_token: str | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         if batch_size < 1:
@@ -246,7 +248,15 @@ class SimulatedProvider:
         self.seed = self.behaviour.seed if self.behaviour.seed is not None else random.SystemRandom().randrange(2**32)
         self.clock = clock
         self.client = ProviderClient(
-            self.provider_id, broker_url, key_pair, options=options, backoff=backoff, poll=poll, clock=clock
+            self.provider_id,
+            broker_url,
+            key_pair,
+            options=options,
+            backoff=backoff,
+            poll=poll,
+            hub_url=hub_url,
+            api_token=api_token,
+            clock=clock,
         )
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
