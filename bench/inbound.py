@@ -6,7 +6,8 @@ keep-alive HTTP/1.1 connections (asyncio, no client library in the way):
 
 1. single POSTs, closed loop, 32 connections: the most the hub accepts per second;
 2. single POSTs, open loop at a fixed rate (default 250/s): p50 / p99 latency;
-3. batches (POST /v1/batches, 250 envelopes each, 4 connections): envelopes per second.
+3. batches (POST /v1/batches, 250 envelopes each, 8 connections): envelopes per second, and the
+   CPU time ``hub serve`` (and the relay) spent per envelope meanwhile.
 
 Every envelope is distinct (its own SenderMessageId) and signed in advance. Prints a table;
 the last line is one JSON object; its headline keys (``single_per_s``, ``single_p99_ms``,
@@ -182,6 +183,33 @@ async def batches(port: int, bodies: list[bytes], size: int, connections: int) -
     return len(bodies) / (time.perf_counter() - start), failures
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds so far of ``pids`` and their children alive now (Linux /proc; 0 elsewhere)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return 0.0
+    parents: dict[int, int] = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    family, todo = set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        family.add(pid)
+        todo += [child for child, parent in parents.items() if parent == pid and child not in family]
+    total = 0
+    for pid in family:
+        try:
+            fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -230,7 +258,9 @@ def run_backend(
         batched = make_envelopes(pair, args.batches * 250, f"{tag}-b")
         per_s, lat_max, fail_a = asyncio.run(closed_loop(port, single, 32)) if single else (0.0, [0.0], 0)
         lat_rate, fail_b = asyncio.run(open_loop(port, paced, args.rate)) if paced else ([0.0], 0)
+        hub_cpu, relay_cpu = cpu_seconds([server.pid]), cpu_seconds([relay.pid] if relay else [])
         batch_per_s, fail_c = asyncio.run(batches(port, batched, 250, 8)) if batched else (0.0, 0)
+        hub_cpu, relay_cpu = cpu_seconds([server.pid]) - hub_cpu, cpu_seconds([relay.pid] if relay else []) - relay_cpu
         figures = {
             "single_per_s": round(per_s),
             "single_max_p50_ms": round(percentile(lat_max, 0.5), 1),
@@ -239,13 +269,18 @@ def run_backend(
             "single_p50_ms": round(percentile(lat_rate, 0.5), 1),
             "single_p99_ms": round(percentile(lat_rate, 0.99), 1),
             "batch_per_s": round(batch_per_s),
+            # CPU the hub's processes spent per envelope during the batches: steadier than the rate
+            # on a machine that is busy with other work.
+            "batch_hub_cpu_ms": round(1000 * hub_cpu / max(1, len(batched)), 3),
+            "batch_relay_cpu_ms": round(1000 * relay_cpu / max(1, len(batched)), 3),
             "failures": fail_a + fail_b + fail_c,
         }
         print(
             f"{name:<22} single {figures['single_per_s']:>6}/s (p50 {figures['single_max_p50_ms']} ms, "
             f"p99 {figures['single_max_p99_ms']} ms at 32 connections) | at {args.rate:g}/s: "
             f"p50 {figures['single_p50_ms']} ms, p99 {figures['single_p99_ms']} ms | "
-            f"batches {figures['batch_per_s']}/s | failures {figures['failures']}"
+            f"batches {figures['batch_per_s']}/s (CPU per envelope: hub {figures['batch_hub_cpu_ms']} ms, "
+            f"relay {figures['batch_relay_cpu_ms']} ms) | failures {figures['failures']}"
         )
         if figures["failures"]:
             raise SystemExit(f"{name}: {figures['failures']} requests were not accepted; the figures would be false")

@@ -9,6 +9,7 @@ comment reads back whole, as it was signed.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 from lxml import etree
@@ -28,8 +29,8 @@ class ParseLimits:
 
 DEFAULT_LIMITS = ParseLimits()
 
-# One parser per thread would be needed for threads; lxml parsers are not thread-safe,
-# so each call builds its own cheap parser object from these options.
+# lxml parsers are not thread-safe: each thread keeps its own, built from these options
+# and reused for every document that thread parses (building one per call costs more).
 _PARSER_OPTIONS = dict(
     resolve_entities=False,
     no_network=True,
@@ -41,6 +42,16 @@ _PARSER_OPTIONS = dict(
     strip_cdata=True,
     collect_ids=False,
 )
+
+
+_per_thread = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    parser = getattr(_per_thread, "parser", None)
+    if parser is None:
+        parser = _per_thread.parser = etree.XMLParser(**_PARSER_OPTIONS)
+    return parser
 
 
 def parse(data: bytes, *, limits: ParseLimits = DEFAULT_LIMITS) -> etree._Element:
@@ -65,9 +76,8 @@ def parse(data: bytes, *, limits: ParseLimits = DEFAULT_LIMITS) -> etree._Elemen
             ErrorCode.XML_FORBIDDEN,
             "document type declarations (DOCTYPE/ENTITY) are not accepted; remove the DOCTYPE.",
         )
-    parser = etree.XMLParser(**_PARSER_OPTIONS)
     try:
-        root = etree.fromstring(bytes(data), parser=parser)
+        root = etree.fromstring(bytes(data), parser=_parser())
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno else None
         msg = exc.msg or str(exc)

@@ -15,6 +15,7 @@ module only fixes which variant the hub accepts:
 
 from __future__ import annotations
 
+import functools
 import re
 
 from stdnum import bic as _bic
@@ -29,7 +30,9 @@ def is_valid_ssin(value: str) -> bool:
     return len(value) == 11 and value.isascii() and value.isdigit() and _ssn.is_valid(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_valid_cbe(value: str) -> bool:
+    """Remembered: an envelope names its sender's numbers (few, and the same every time) besides its recipient's."""
     return len(value) == 10 and value.isascii() and value.isdigit() and value[0] in "01" and _cbe.is_valid(value)
 
 

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, NamedTuple, cast
 
 from lxml import etree
-from sqlalchemy import Table, insert, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Dialect, Table, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import metrics
@@ -39,7 +40,7 @@ from hub.errors import ErrorCode, Rejected
 from hub.groupcommit import GroupCommit
 from hub.inbound.authorisation import authorise
 from hub.inbound.opening import OpenedEnvelope, open_envelope
-from hub.inbound.receipts import signed_receipt
+from hub.inbound.receipts import ReceiptSigner
 from hub.inbound.senders import SenderDirectory
 from hub.safexml import ParseLimits
 from hub.signing.signer import Signer
@@ -63,6 +64,17 @@ class Receipt:
     """True when this submission created the message; False for an idempotent repeat."""
     submitter_id: str = ""
     """The organisation that submitted (and signed): where acknowledgements go by default."""
+
+
+class _Stored(NamedTuple):
+    """What an idempotent repeat is answered from: the stored message's key, submitter, digest and receipt."""
+
+    id: str
+    institution_id: str
+    sender_message_id: str
+    submitter_id: str
+    envelope_sha256: str
+    receipt: bytes
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ class Intake:
         self.directory = directory
         self.verifier = Verifier(directory.trust_store())
         self.receipt_signer = receipt_signer
+        self.receipts = ReceiptSigner(receipt_signer)
         self.environment = environment
         self.parse_limits = parse_limits or ParseLimits()
         self.clock = clock
@@ -191,10 +204,9 @@ class Intake:
             if isinstance(outcome, Rejected):  # a sender message id used for another envelope
                 refusals.append((outcome, opened.verified, None))
         self._record_refusals(refusals, door=door, now=now)
-        for result in results:
-            if result is not None:
-                _counted(result)
-        return [r for r in results if r is not None]
+        outcomes = [r for r in results if r is not None]
+        _counted_all(outcomes)
+        return outcomes
 
     # -- refusals -------------------------------------------------------------------------
 
@@ -314,24 +326,31 @@ class Intake:
             )
         return answers
 
-    def _existing(self, session: Session, opened: list[OpenedEnvelope]) -> dict[tuple[str, str], Message]:
+    def _existing(self, session: Session, opened: list[OpenedEnvelope]) -> dict[tuple[str, str], _Stored]:
+        """What is stored under these envelopes' (institution, sender message id), in one query per institution.
+
+        A Core query of the few columns an answer needs: no ORM objects, and no stored envelope read.
+        """
         by_institution: dict[str, list[str]] = {}
         for item in opened:
             institution, sender_message_id = _key(item.envelope)
             by_institution.setdefault(institution, []).append(sender_message_id)
-        found: dict[tuple[str, str], Message] = {}
+        found: dict[tuple[str, str], _Stored] = {}
+        connection = session.connection()
         for institution, ids in by_institution.items():
-            rows = session.scalars(
-                select(Message).where(Message.institution_id == institution, Message.sender_message_id.in_(ids))
+            rows = connection.execute(
+                select(*_STORED_COLUMNS).where(
+                    _MESSAGES.c.institution_id == institution, _MESSAGES.c.sender_message_id.in_(ids)
+                )
             )
             for row in rows:
-                found[(row.institution_id, row.sender_message_id)] = row
+                stored = _Stored(*row)
+                found[(stored.institution_id, stored.sender_message_id)] = stored
         return found
 
     def _receipt(self, opened: OpenedEnvelope, message_id: str, now: datetime) -> bytes:
         h = opened.envelope.header
-        return signed_receipt(
-            self.receipt_signer,
+        return self.receipts.sign(
             message_id=message_id,
             sender_message_id=h.sender_message_id,
             sender=h.sender,
@@ -411,10 +430,10 @@ class Intake:
             )
         # Core inserts on the session's connection: the ORM's bulk machinery costs more than the SQL.
         connection = session.connection()
-        connection.execute(insert(_table(Message)), messages)
-        connection.execute(insert(_table(Event)), events)
-        connection.execute(insert(_table(AuditEntry)), audits)
-        connection.execute(insert(_table(OutboxEntry)), outbox)
+        _insert_rows(connection, _table(Message), messages)
+        _insert_rows(connection, _table(Event), events)
+        _insert_rows(connection, _table(AuditEntry), audits)
+        _insert_rows(connection, _table(OutboxEntry), outbox)
         notify(session, OUTBOX, EVENTS)  # the routing messages for the relay, `accepted` for the forwarder
 
     def _expiry(self, header: Header) -> datetime | None:
@@ -443,6 +462,62 @@ def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
+_MESSAGES = _table(Message)
+_STORED_COLUMNS = [_MESSAGES.c[name] for name in _Stored._fields]
+
+
+COPY_FROM = 8
+"""Rows from which PostgreSQL gets one ``COPY`` instead of an ``INSERT`` per row (see ``_insert_rows``)."""
+
+
+def _insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table``, in their order, in the current transaction.
+
+    Many rows on PostgreSQL: one ``COPY ... FROM STDIN`` on the session's own connection, which
+    costs a fraction of the rows' ``INSERT``s in the hub and in the server. The same values go
+    in (the columns' bind processing applied, the database's defaults for the columns left out),
+    the same constraints hold, and an error is raised as SQLAlchemy raises it (``IntegrityError``
+    for a unique key, ...). Otherwise (SQLite, a few rows, a column with a Python-side default
+    left out) an executemany ``INSERT``.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    dialect = connection.dialect
+    if (
+        dialect.name != "postgresql"
+        or len(rows) < COPY_FROM
+        or len(columns) < 2
+        or any(c.default is not None and c.key not in rows[0] for c in table.columns)
+    ):
+        connection.execute(insert(table), rows)
+        return
+    processors = [(i, p) for i, p in enumerate(_bind_processors(table, columns, dialect)) if p is not None]
+    quote = dialect.identifier_preparer
+    names = ", ".join(quote.quote(table.c[column].name) for column in columns)
+    statement = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
+    values_of = operator.itemgetter(*columns)
+    raw: Any = connection.connection.driver_connection  # the psycopg connection, in this transaction
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = list(values_of(row))
+                for index, process in processors:
+                    values[index] = process(values[index])
+                copy.write_row(values)
+    except dialect.loaded_dbapi.Error as exc:
+        invalidated = dialect.is_disconnect(exc, raw, None)
+        if invalidated:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=invalidated, dialect=dialect
+        ) from exc
+
+
+def _bind_processors(table: Table, columns: list[str], dialect: Dialect) -> list[Callable[[object], object] | None]:
+    return [table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+
+
 def _counted(result: Receipt | Rejected) -> None:
     """``hub_messages_total{stage="accept"}``: accepted, repeat or refused (with its code)."""
     if isinstance(result, Rejected):
@@ -451,11 +526,25 @@ def _counted(result: Receipt | Rejected) -> None:
         metrics.count("accept", "accepted" if result.created else "repeat")
 
 
+def _counted_all(results: Sequence[Receipt | Rejected]) -> None:
+    """``_counted`` for each of ``results``: one increment per outcome instead of one per envelope."""
+    created = repeats = 0
+    for result in results:
+        if isinstance(result, Rejected):
+            _counted(result)
+        elif result.created:
+            created += 1
+        else:
+            repeats += 1
+    metrics.count("accept", "accepted", created)
+    metrics.count("accept", "repeat", repeats)
+
+
 def _key(envelope: Envelope) -> tuple[str, str]:
     return envelope.header.sender.institution_id, envelope.header.sender_message_id
 
 
-def _repeat(previous: Message, opened: OpenedEnvelope) -> Receipt | Rejected:
+def _repeat(previous: _Stored, opened: OpenedEnvelope) -> Receipt | Rejected:
     if previous.envelope_sha256 != opened.digest.hex():
         return Rejected(
             ErrorCode.DUPLICATE_MESSAGE_ID,

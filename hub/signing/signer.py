@@ -4,6 +4,13 @@ Reference URI "" (or "#" + the root's Id), transforms enveloped-signature + excl
 c14n, SHA-256 digest, ECDSA (curve-sized hash) or RSA-SHA256, the certificate in KeyInfo.
 The key and certificate are loaded once into the ``Signer``.
 
+Documents of one fixed shape that differ only in some texts (the hub's receipts) can be
+signed from a ``SigningTemplate``: lxml writes a specimen once (its c14n, its SignedInfo, its
+signed serialisation) and each document is then those texts put into the pieces, hashed and
+signed, with no tree built. Only plain values take that path (printable ASCII without markup
+characters, which every serialisation writes as they are); any other value is signed from a
+tree, as before.
+
 Two back ends write the same structure: ``fast`` (the default: lxml c14n + cryptography
 on the tree at hand) and ``signxml`` (the reference). Tests verify what the fast one signs
 with signxml's verifier, so the two cannot drift apart.
@@ -14,7 +21,9 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import re
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -82,6 +91,10 @@ class Signer:
         ).text = self._certificate_b64
         return root
 
+    def template(self, specimen: etree._Element, serialise: Callable[[etree._Element], bytes]) -> SigningTemplate:
+        """A template for documents shaped like ``specimen``, whose variable texts read ``@@name@@``."""
+        return SigningTemplate(self, specimen, serialise)
+
     def _raw_signature(self, data: bytes) -> bytes:
         key = self.pair.key
         if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -103,3 +116,62 @@ class Signer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return signer.sign(root, key=self.pair.key, cert=[self.pair.certificate], reference_uri=reference or None)
+
+
+_FIELD = re.compile(r"@@(\w+)@@")
+_DIGEST, _SIGNATURE = "hub_digest_value", "hub_signature_value"
+# Printable ASCII but "&", "<" and ">": written alike by c14n and by serialisation, as they are.
+_PLAIN = re.compile(r"[ -%'-;=?-~]+")
+
+
+def _format(text: str, names: set[str]) -> str:
+    """``text`` as a ``str.format`` pattern whose fields are the ``@@name@@`` placeholders (each once)."""
+    pieces = _FIELD.split(text)
+    found = pieces[1::2]
+    if sorted(found) != sorted(names):
+        raise ValueError(f"the specimen's placeholders {sorted(found)} are not the fields {sorted(names)}")
+    literal = [piece.replace("{", "{{").replace("}", "}}") for piece in pieces[0::2]]
+    fields = [f"{{{name}}}" for name in found] + [""]
+    return "".join(part for pair in zip(literal, fields, strict=True) for part in pair)
+
+
+class SigningTemplate:
+    """Signs documents of one shape by putting texts into pieces lxml wrote once (see the module's doc).
+
+    ``sign`` returns exactly the bytes ``serialise(signer.sign(tree))`` would for the same tree
+    (ECDSA signature values aside, which differ on every signing), or None when a value is not
+    plain: the caller then signs the tree.
+    """
+
+    def __init__(self, signer: Signer, specimen: etree._Element, serialise: Callable[[etree._Element], bytes]) -> None:
+        if signer.backend != "fast":
+            raise ValueError("templates are built with the fast back end")
+        names = set(_FIELD.findall(etree.tostring(specimen, encoding="unicode")))
+        self.signer = signer
+        self.fields = frozenset(names)
+        reference = f"#{specimen.get('Id')}" if specimen.get("Id") else ""
+        c14n = etree.tostring(specimen, method="c14n", exclusive=True, with_comments=False).decode("utf-8")
+        self._c14n = _format(c14n, names)
+        signed = signer._sign_fast(copy.deepcopy(specimen), reference)
+        signature = signed[-1]
+        signed_info = signature.find(_DS + "SignedInfo")
+        digest_value = signature.find(f"{_DS}SignedInfo/{_DS}Reference/{_DS}DigestValue")
+        signature_value = signature.find(_DS + "SignatureValue")
+        assert signed_info is not None and digest_value is not None and signature_value is not None
+        digest_value.text = f"@@{_DIGEST}@@"
+        signature_value.text = f"@@{_SIGNATURE}@@"
+        info = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False).decode("utf-8")
+        self._signed_info = _format(info, {_DIGEST})
+        self._document = _format(serialise(signed).decode("utf-8"), names | {_DIGEST, _SIGNATURE})
+
+    def sign(self, values: Mapping[str, str]) -> bytes | None:
+        """The signed document with these texts, serialised; None when a value is not plain."""
+        for value in values.values():
+            if not _PLAIN.fullmatch(value):
+                return None
+        if values.keys() != self.fields:
+            raise ValueError(f"the template's fields are {sorted(self.fields)}, not {sorted(values)}")
+        digest = base64.b64encode(hashlib.sha256(self._c14n.format_map(values).encode("utf-8")).digest()).decode()
+        signed_info = self._signed_info.format_map({_DIGEST: digest}).encode("utf-8")
+        signature = base64.b64encode(self.signer._raw_signature(signed_info)).decode()
+        return self._document.format_map({**values, _DIGEST: digest, _SIGNATURE: signature}).encode("utf-8")

@@ -47,6 +47,7 @@ from hub.signing.truststore import TrustedCertificate, TrustStore, fingerprint
 
 _DS = "{" + DS_NS + "}"
 _EXC_NS = "http://www.w3.org/2001/10/xml-exc-c14n#"
+_INCLUSIVE_NAMESPACES = "{" + _EXC_NS + "}InclusiveNamespaces"
 _ID_ATTRIBUTES = ("Id", "ID", "id")
 
 Backend = Literal["fast", "signxml"]
@@ -87,7 +88,16 @@ def _scope(message: str, element: etree._Element | None = None) -> Rejected:
     return Rejected(ErrorCode.SIGNATURE_SCOPE, message, line=element.sourceline if element is not None else None)
 
 
+# URI -> member of each allow-list: a dictionary look-up instead of an Enum call per field.
+_BY_URI: dict[type, dict[str, object]] = {
+    enum: {member.value: member for member in enum} for enum in (Canonicalization, SignatureMethod, DigestMethod)
+}
+
+
 def _algorithm(enum, value: str | None, what: str):
+    member = _BY_URI[enum].get(value)  # type: ignore[arg-type]
+    if member is not None:
+        return member
     try:
         return enum(value)
     except ValueError:
@@ -99,8 +109,13 @@ def _algorithm(enum, value: str | None, what: str):
         ) from None
 
 
+def _child(parent: etree._Element, name: str) -> etree._Element | None:
+    """The first child ``ds:name`` (``find``, without its path machinery)."""
+    return next(parent.iterchildren(_DS + name), None)
+
+
 def _only(parent: etree._Element, name: str) -> etree._Element:
-    found = parent.findall(_DS + name)
+    found = list(parent.iterchildren(_DS + name))
     if len(found) != 1:
         raise Rejected(
             ErrorCode.SIGNATURE_INVALID,
@@ -111,7 +126,7 @@ def _only(parent: etree._Element, name: str) -> etree._Element:
 
 
 def _prefixes(method: etree._Element) -> tuple[str, ...] | None:
-    inclusive = method.find("{" + _EXC_NS + "}InclusiveNamespaces")
+    inclusive = next(method.iterchildren(_INCLUSIVE_NAMESPACES), None)
     if inclusive is None:
         return None
     return tuple((inclusive.get("PrefixList") or "").split())
@@ -138,7 +153,7 @@ def check_scope(root: etree._Element) -> SignatureParts:
     signature = signatures[0]
     if signature.getparent() is not root:
         raise _scope("the signature must be a direct child of the root element (enveloped signature).", signature)
-    if signature.find(_DS + "Object") is not None:
+    if _child(signature, "Object") is not None:
         raise _scope(
             "ds:Object is not accepted inside the signature: only the whole document may be signed.", signature
         )
@@ -148,7 +163,7 @@ def check_scope(root: etree._Element) -> SignatureParts:
     c14n_method = _only(signed_info, "CanonicalizationMethod")
     c14n = _algorithm(Canonicalization, c14n_method.get("Algorithm"), "canonicalisation")
     method = _algorithm(SignatureMethod, _only(signed_info, "SignatureMethod").get("Algorithm"), "signature method")
-    references = signed_info.findall(_DS + "Reference")
+    references = list(signed_info.iterchildren(_DS + "Reference"))
     if len(references) != 1:
         raise _scope(
             f"the signature must have exactly one reference, to the whole document (found {len(references)}).",
@@ -163,7 +178,7 @@ def check_scope(root: etree._Element) -> SignatureParts:
             '(Reference URI="" or "#" + the root element\'s Id).',
             reference,
         )
-    transforms_parent = reference.find(_DS + "Transforms")
+    transforms_parent = _child(reference, "Transforms")
     transforms = [] if transforms_parent is None else list(transforms_parent)
     if (
         len(transforms) != 2
@@ -182,7 +197,9 @@ def check_scope(root: etree._Element) -> SignatureParts:
     signature_value = _b64(_only(signature, "SignatureValue").text, "SignatureValue")
     embedded = tuple(
         _embedded_fingerprint(cert.text or "")
-        for cert in signature.iterfind(f"{_DS}KeyInfo/{_DS}X509Data/{_DS}X509Certificate")
+        for key_info in signature.iterchildren(_DS + "KeyInfo")
+        for data in key_info.iterchildren(_DS + "X509Data")
+        for cert in data.iterchildren(_DS + "X509Certificate")
     )
     return SignatureParts(
         signature=signature,
