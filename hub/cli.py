@@ -576,7 +576,9 @@ def worker_forward() -> None:
 
     settings = load_settings()
     runtime = build_runtime(settings)
-    forwarder = Forwarder(runtime.sessions, Signer(runtime.hub_keys), runtime.directory)
+    forwarder = Forwarder(
+        runtime.sessions, Signer(runtime.hub_keys), runtime.directory, gather=runtime.settings.gather_s
+    )
     stop = stop_on_signals()
     click.echo("forwarding events to senders' queues (the relay publishes them)")
     try:

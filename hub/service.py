@@ -73,6 +73,7 @@ class Service:
             self.runtime.sessions,
             Signer(self.runtime.hub_keys),
             self.runtime.directory,
+            gather=self.runtime.settings.gather_s,
             clock=lambda: self.intake.clock(),
         )
         self.routing = RoutingWorker(
@@ -116,6 +117,7 @@ class Service:
             self.broker_url,
             batch=settings.relay_batch,
             claim_check=claim_check_of(settings.claim_check_bytes, settings.effective_public_url),
+            gather=settings.gather_s,
         )
         door = AmqpDoor(self.intake, self.broker_url)
         self._spawn("relay", lambda: relay.run_forever(stop))

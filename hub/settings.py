@@ -23,7 +23,13 @@ ENVIRONMENTS = ("INT", "PROD")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "hub": {"environment": "PROD", "data_dir": "var"},
     "database": {"url": ""},  # empty: SQLite file in data_dir
-    "broker": {"url": "memory://", "confirm_timeout_s": 10.0, "relay_batch": 500, "claim_check_bytes": 256 * 1024},
+    "broker": {
+        "url": "memory://",
+        "confirm_timeout_s": 10.0,
+        "relay_batch": 500,
+        "claim_check_bytes": 256 * 1024,
+        "gather_s": 0.05,
+    },
     "signing": {"key": "", "certificate": ""},  # empty: a hub key created in data_dir on first start
     "limits": {"max_envelope_bytes": 15 * 1024 * 1024, "max_batch": 1000, "max_batch_bytes": 64 * 1024 * 1024},
     "retry": {"attempts": 8, "first_delay_s": 1.0, "factor": 2.5, "max_delay_s": 300.0, "jitter": 0.2},
@@ -55,6 +61,8 @@ class Settings:
     confirm_timeout_s: float = 10.0
     relay_batch: int = 500
     claim_check_bytes: int = 256 * 1024
+    gather_s: float = 0.05
+    """Seconds the relay and the forwarder, woken by a commit, wait for more work to gather (``hub.store.wakeup``)."""
     """Envelopes larger than this go to providers by reference (claim check), not through the broker; 0: never."""
     signing_key: Path | None = None
     signing_certificate: Path | None = None
@@ -159,6 +167,8 @@ def lifecycle_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def observability_problem(section: str, values: Mapping[str, Any]) -> tuple[str, str] | None:
     """What is wrong with a ``[metrics]``, ``[log]``, ``[broker]`` or ``[http]`` section (the key and why), or None."""
+    if section == "broker" and not 0 <= values["gather_s"] <= 1:
+        return "gather_s", f"must be between 0 and 1 second, not {values['gather_s']}"
     if section == "broker" and values["claim_check_bytes"] < 0:
         return "claim_check_bytes", f"must be at least 0 (0: never by reference), not {values['claim_check_bytes']}"
     if section == "http" and values["public_url"] and not str(values["public_url"]).startswith(("http://", "https://")):
@@ -227,6 +237,7 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         confirm_timeout_s=float(merged["broker"]["confirm_timeout_s"]),
         relay_batch=int(merged["broker"]["relay_batch"]),
         claim_check_bytes=int(merged["broker"]["claim_check_bytes"]),
+        gather_s=float(merged["broker"]["gather_s"]),
         signing_key=path_or_none(merged["signing"]["key"]),
         signing_certificate=path_or_none(merged["signing"]["certificate"]),
         max_envelope_bytes=int(merged["limits"]["max_envelope_bytes"]),

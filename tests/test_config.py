@@ -1151,3 +1151,10 @@ def test_the_claim_check_threshold_and_the_public_url_are_checked_and_the_url_ha
     assert "public_url must start with http:// or https://" in str(
         settings_refusal(tmp_path, {"HUB_HTTP_PUBLIC_URL": "hub.example.be"})
     )
+
+
+def test_the_gather_wait_is_a_setting_within_a_second(tmp_path):
+    assert load_settings(tmp_path, {}).gather_s == 0.05
+    assert load_settings(tmp_path, {"HUB_BROKER_GATHER_S": "0"}).gather_s == 0.0  # no wait: lowest latency
+    (tmp_path / "hub.toml").write_text("[broker]\ngather_s = 2.5\n")
+    assert "hub.toml:2: broker.gather_s: must be between 0 and 1 second" in str(settings_refusal(tmp_path))

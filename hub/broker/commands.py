@@ -62,7 +62,9 @@ def relay_command(database_url: str | None, broker_url: str | None, batch: int |
             err=True,
         )
     engine = make_engine(database_url)
-    relay = OutboxRelay(session_factory(engine), broker_url, batch=batch, claim_check=claim_check)
+    relay = OutboxRelay(
+        session_factory(engine), broker_url, batch=batch, claim_check=claim_check, gather=settings.gather_s
+    )
     try:
         if once:
             total = 0

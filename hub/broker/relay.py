@@ -65,7 +65,7 @@ from hub.broker.topology import MAX_PRIORITY, declare
 from hub.errors import Unavailable
 from hub.store.db import unavailable_on_outage
 from hub.store.models import Message, OutboxEntry
-from hub.store.wakeup import OUTBOX, Wakeup
+from hub.store.wakeup import GATHER, OUTBOX, Wakeup
 
 log = logging.getLogger("hub.broker")
 
@@ -320,11 +320,13 @@ class OutboxRelay:
         options: ConnectionOptions = DEFAULT_OPTIONS,
         retry: RetryPolicy = DEFAULT_RETRY,
         claim_check: ClaimCheck | None = None,
+        gather: float = GATHER,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self.claim_check = claim_check
+        self.gather = gather
         self.sessions = sessions
         self.connection_url = connection_url
         self.batch = batch
@@ -478,7 +480,7 @@ class OutboxRelay:
         """
         failures = 0
         bind = self.sessions.kw.get("bind")
-        self._wakeup = Wakeup(bind, OUTBOX) if bind is not None else None
+        self._wakeup = Wakeup(bind, OUTBOX, gather=self.gather) if bind is not None else None
         try:
             while not stop.is_set():
                 try:

@@ -43,7 +43,7 @@ from hub.outbound.feed import FeedItem, ack_id_of, acknowledgement, read, sequen
 from hub.signing.signer import Signer
 from hub.store.db import unavailable_on_outage
 from hub.store.models import Cursor, OutboxEntry
-from hub.store.wakeup import EVENTS, OUTBOX, Wakeup, notify
+from hub.store.wakeup import EVENTS, GATHER, OUTBOX, Wakeup, notify
 
 log = logging.getLogger("hub.forwarding")
 
@@ -66,10 +66,11 @@ class Forwarder:
         senders: SenderDirectory,
         *,
         batch: int = 500,
+        gather: float = GATHER,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.sessions, self.signer, self.senders = sessions, signer, senders
-        self.batch, self.clock = batch, clock
+        self.batch, self.gather, self.clock = batch, gather, clock
         channels = senders.acknowledgement_channels()
         self._channels = {party: channel.kind for party, channel in channels.items()}
         self._batch = {party: channel.batch for party, channel in channels.items()}
@@ -176,7 +177,7 @@ class Forwarder:
         from hub.errors import Unavailable
 
         bind = self.sessions.kw.get("bind")
-        wakeup = Wakeup(bind, EVENTS) if bind is not None else None
+        wakeup = Wakeup(bind, EVENTS, gather=self.gather) if bind is not None else None
         try:
             while not stop.is_set():
                 try:
