@@ -39,6 +39,7 @@ from hub.errors import ConfigError, ErrorCode, Rejected, Unavailable
 from hub.routing.deliveries import delivery_id
 from hub.routing.directory import Change, Directory
 from hub.routing.recipients import RecipientKind
+from hub.routing.rules import MessageFacts
 from hub.routing.worker import RoutingSource, RoutingWorker, declare_provider_queues, message_id_of
 from hub.store.db import make_engine, session_factory, upgrade
 from hub.store.models import AuditEntry, Base, Delivery, Event, Message, OutboxEntry
@@ -668,6 +669,42 @@ def test_a_message_whose_content_is_gone_is_refused(stage):
         stage.worker.route(message_id)
     assert refused.value.code is ErrorCode.MESSAGE_NOT_FOUND
     assert stage.message(message_id).state == "accepted" and stage.deliveries(message_id) == []
+
+
+def test_routing_takes_the_facts_stored_at_acceptance_and_never_parses_the_envelope_again(stage):
+    stage.reads_with(ex.CITIZEN_A, "myebox", "doccle")
+    message_id, _ = stage.submit("registered")
+    stored = stage.message(message_id).routing_facts
+    assert stored is not None
+    assert MessageFacts.from_json(stored) == MessageFacts.of(example("registered"))  # what parsing would give
+    with stage.sessions() as session:  # an envelope routing could not parse: routing must not try
+        session.execute(update(Message).where(Message.id == message_id).values(envelope=b"<not-read"))
+        session.commit()
+    decision = stage.worker.route(message_id)
+    assert decision is not None and list(decision.providers) == ["myebox"]
+    assert decision.skipped == (("doccle", "lacks eidas_high, registered"),)  # the stored facts said registered
+    routed = stage.message(message_id)
+    assert routed.state == "routed" and routed.routing_facts is None  # used once, then not kept
+
+
+def test_a_message_accepted_before_the_facts_were_stored_is_routed_from_its_envelope(stage):
+    stage.reads_with(ex.CITIZEN_A, "myebox")
+    legacy, _ = stage.submit("citizen-letter")
+    damaged, _ = stage.submit("citizen-letter", sender_message_id="DAMAGED-FACTS")
+    with stage.sessions() as session:
+        session.execute(update(Message).where(Message.id == legacy).values(routing_facts=None))
+        session.execute(update(Message).where(Message.id == damaged).values(routing_facts='{"message_type": 1}'))
+        session.commit()
+    legacy_decision, refused = stage.worker.route_many([legacy, damaged])
+    assert legacy_decision is not None and list(legacy_decision.providers) == ["myebox"]  # type: ignore[union-attr]
+    assert isinstance(refused, Rejected) and "routing facts" in refused.message
+    assert stage.message(damaged).state == "accepted"  # nothing half-written for the damaged one
+
+
+@pytest.mark.parametrize("kind", sorted(ex.KINDS))
+def test_routing_facts_read_back_as_they_were_written(kind):
+    facts = MessageFacts.of(example(kind))
+    assert MessageFacts.from_json(facts.to_json()) == facts
 
 
 def test_a_database_outage_is_unavailable(config_dir):

@@ -42,6 +42,7 @@ from hub.inbound.authorisation import authorise
 from hub.inbound.opening import OpenedEnvelope, open_envelope
 from hub.inbound.receipts import ReceiptSigner
 from hub.inbound.senders import SenderDirectory
+from hub.routing.rules import MessageFacts
 from hub.safexml import ParseLimits
 from hub.signing.signer import Signer
 from hub.signing.verifier import Verified, Verifier
@@ -386,6 +387,7 @@ class Intake:
                     "envelope_sha256": digest,
                     "envelope": data,
                     "receipt": receipt,
+                    "routing_facts": MessageFacts.of(opened.envelope).to_json(),
                 }
             )
             events.append(

@@ -69,8 +69,12 @@ class Routable:
     priority: str
     registered: bool
     expires_at: datetime | None
-    envelope: bytes | None
-    """The signed envelope as received (``None`` once retention removed it)."""
+    has_content: bool
+    """The envelope is still stored (False once retention removed it)."""
+    routing_facts: str | None = None
+    """``MessageFacts.to_json`` as acceptance stored it; ``None`` for a message accepted before it did."""
+    envelope: bytes | None = None
+    """The signed envelope, read only for a message without ``routing_facts``."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ def plan(message: Routable, decision: Decision, now: datetime) -> Plan:
         state, kind = State.UNDELIVERABLE, "undeliverable"
     else:
         state, kind = State.ROUTED, "routed"
-    assert message.envelope is not None or not decision.deliveries
+    assert message.has_content or not decision.deliveries
     priority = PRIORITIES.get(decision.priority, PRIORITIES["normal"])
     result = Plan(message.id, state)
     for chosen in decision.deliveries:
@@ -243,7 +247,7 @@ def store(session: Session, plans: Sequence[Plan]) -> bool:
         moved += connection.execute(
             update(messages)
             .where(messages.c.id.in_(sorted(ids)), messages.c.state == State.ACCEPTED)
-            .values(state=state)
+            .values(state=state, routing_facts=None)  # what routing needed of it is used: no copy of it stays
         ).rowcount
     if moved != len(plans):
         return False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -72,6 +73,44 @@ class MessageFacts:
             replies=c.reply_options is not None,
             payment=c.payment is not None,
             effective_date=h.effective_date,
+        )
+
+    def to_json(self) -> str:
+        """The facts as the store keeps them (``messages.routing_facts``), so routing never re-reads the envelope."""
+        return json.dumps(
+            {
+                "message_type": self.message_type,
+                "sender": self.sender,
+                "recipient_kind": self.recipient_kind.value,
+                "recipient_id": self.recipient_id,
+                "registered": self.registered,
+                "priority": self.priority,
+                "languages": sorted(self.languages),
+                "assurance_high": self.assurance_high,
+                "replies": self.replies,
+                "payment": self.payment,
+                "effective_date": self.effective_date.isoformat() if self.effective_date else None,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> MessageFacts:
+        """``to_json`` read back; ``ValueError`` (or ``KeyError``) when it is not what ``to_json`` wrote."""
+        data = json.loads(text)
+        effective = data["effective_date"]
+        return cls(
+            message_type=str(data["message_type"]),
+            sender=str(data["sender"]),
+            recipient_kind=RecipientKind(data["recipient_kind"]),
+            recipient_id=str(data["recipient_id"]),
+            registered=bool(data["registered"]),
+            priority=str(data["priority"]),
+            languages=frozenset(str(lang) for lang in data["languages"]),
+            assurance_high=bool(data["assurance_high"]),
+            replies=bool(data["replies"]),
+            payment=bool(data["payment"]),
+            effective_date=datetime.fromisoformat(effective) if effective else None,
         )
 
     def needs(self) -> frozenset[Capability]:

@@ -9,8 +9,9 @@ outbox row) ``RoutingWorker.handle``:
 3. marks it ``expired`` (event and audit entry) and rejects the routing message
    (EXPIRY_OUT_OF_RANGE: dead-lettered, for the operators to see) when it expired before it
    could be routed; rejects it (MESSAGE_NOT_FOUND) when its content is gone otherwise;
-4. re-reads the stored envelope (parse and read; the signature was verified at intake) for
-   the ``MessageFacts``, looks the recipient up in the directory and calls the pure
+4. takes the ``MessageFacts`` acceptance stored beside the envelope (``messages.routing_facts``;
+   the envelope itself is not read: it may be megabytes; a message accepted before those were
+   stored has its envelope parsed once more), looks the recipient up in the directory and calls the pure
    ``decide`` with the current providers and rules (``RoutingSource``);
 5. writes the decision in one transaction (``hub.routing.deliveries``): deliveries, their
    outbox rows to ``hub.deliver``, the ``routed`` / ``undeliverable`` event, the audit entry,
@@ -25,6 +26,7 @@ version when the new one is wrong, logging the ``ConfigError`` (file:line: probl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -71,7 +73,8 @@ _COLUMNS = (
     _messages.c.priority,
     _messages.c.registered,
     _messages.c.expires_at,
-    _messages.c.envelope,
+    _messages.c.envelope.is_not(None).label("has_content"),  # without reading it: it may be megabytes
+    _messages.c.routing_facts,
 )
 
 
@@ -300,14 +303,14 @@ class RoutingWorker:
                         f"message {message_id} expired at {message.expires_at.isoformat()} before it could be "
                         "routed; it is marked expired",
                     )
-                elif message.envelope is None:
+                elif not message.has_content:
                     results[index] = Rejected(
                         ErrorCode.MESSAGE_NOT_FOUND,
                         f"the content of message {message_id} was removed before it could be routed",
                     )
                 else:
                     try:
-                        facts = MessageFacts.of(read_envelope(parse(message.envelope, limits=self.parse_limits)))
+                        facts = self._facts(message)
                     except Rejected as unreadable:  # accepted once, so this is a bug or a damaged row
                         results[index] = unreadable
                     else:
@@ -358,6 +361,19 @@ class RoutingWorker:
                 extra={"event": "expired", "message_id": planned.message_id},
             )
 
+    def _facts(self, message: Routable) -> MessageFacts:
+        """The message's routing facts: as acceptance stored them, else read from its envelope."""
+        if message.routing_facts is not None:
+            try:
+                return MessageFacts.from_json(message.routing_facts)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise Rejected(
+                    ErrorCode.SCHEMA_INVALID, f"the stored routing facts of message {message.id} are unreadable: {exc}"
+                ) from exc
+        if message.envelope is None:
+            raise Rejected(ErrorCode.MESSAGE_NOT_FOUND, f"the content of message {message.id} was removed")
+        return MessageFacts.of(read_envelope(parse(message.envelope, limits=self.parse_limits)))
+
     @staticmethod
     def _load(session: Session, message_ids: set[str]) -> dict[str, Routable]:
         query = select(*_COLUMNS)
@@ -365,12 +381,14 @@ class RoutingWorker:
             query = query.where(_messages.c.id == next(iter(message_ids)))
         else:
             query = query.where(_messages.c.id.in_(sorted(message_ids)))
-        found = {}
-        for row in session.connection().execute(query):  # Core: the ORM's result machinery costs more
-            values = row._asdict()
-            if values["envelope"] is not None:
-                values["envelope"] = bytes(values["envelope"])
-            found[row.id] = Routable(**values)
+        connection = session.connection()
+        found = {row.id: Routable(**row._asdict()) for row in connection.execute(query)}  # Core: cheaper than ORM
+        legacy = sorted(m.id for m in found.values() if m.routing_facts is None and m.has_content)
+        if legacy:  # accepted before acceptance stored the routing facts: read the envelope, as routing did
+            envelopes = select(_messages.c.id, _messages.c.envelope).where(_messages.c.id.in_(legacy))
+            for row in connection.execute(envelopes):
+                if row.envelope is not None:
+                    found[row.id] = dataclasses.replace(found[row.id], envelope=bytes(row.envelope))
         return found
 
     def run(

@@ -83,6 +83,9 @@ class Message(Base):
     """When providers were last reminded that the message is still unread (lifecycle)."""
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     """When retention removed the content (the metadata, the digest and the proofs stay)."""
+    routing_facts: Mapped[str | None] = mapped_column(Text)
+    """What routing needs of the envelope (``MessageFacts.to_json``), written at acceptance so that
+    routing never parses the envelope again; cleared once the message is routed."""
 
 
 _UNSEQUENCED = "seq IS NULL"
