@@ -95,7 +95,7 @@ from benchdb import POSTGRES, drop_schema, postgres_schema  # noqa: E402
 from kombu import Connection, Consumer, Queue  # noqa: E402
 from limit import MB, measure_limit, size_mix  # noqa: E402
 from lxml import etree  # noqa: E402
-from procstat import cpu_seconds, peak_rss_mb, pids_named, tree, tree_cpu_seconds  # noqa: E402
+from procstat import cpu_seconds, peak_rss_mb, pids_named, rss_mb, tree, tree_cpu_seconds  # noqa: E402
 from routing import ssin  # noqa: E402 - the same recipients as the routing benchmark
 
 from hub.broker.topology import declare, queues  # noqa: E402
@@ -320,6 +320,38 @@ def peak_memory(started: dict[str, int]) -> dict[str, float]:
     return peaks
 
 
+class MemorySampler:
+    """Samples the resident memory (``VmRSS``) of every hub process every ``every`` seconds while a run goes on.
+
+    ``growth`` compares each process at the end of the run with itself once the run was a tenth
+    of the way through (start-up and the first allocations done): a process whose memory stays
+    flat over a long run grows by a few MB at most; a leak grows with the messages.
+    """
+
+    def __init__(self, started: dict[str, int], every: float = 2.0) -> None:
+        self.started, self.every = started, every
+        self.samples: list[dict[str, float]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            sample = {}
+            for name, pid in self.started.items():
+                for each in tree(pid):
+                    rss = rss_mb(each)
+                    if rss is not None:
+                        sample[name if each == pid else f"{name}/{each}"] = rss
+            self.samples.append(sample)
+
+    def growth(self) -> dict[str, tuple[float, float]]:
+        """Each process's (MB a tenth of the way through, MB at the end)."""
+        if len(self.samples) < 3:
+            return {}
+        early, last = self.samples[max(1, len(self.samples) // 10)], self.samples[-1]
+        return {name: (early[name], last[name]) for name in last if name in early}
+
+
 def purge(url: str, queues: list[str]) -> None:
     with Connection(url) as connection:
         channel = connection.channel()
@@ -446,10 +478,14 @@ def measure_hub(data: list[bytes], rate: float, args: argparse.Namespace) -> dic
             env, config, port, single=args.single_process, copies=args.processes, provider_batch=args.provider_batch
         ) as started:
             cpu_before, wal_before = cpu_by_stage(started), wal_position()
+            sampler = MemorySampler(started)
+            sampler.thread.start()
             sender.run()
             wait_delivered(listener, sender.submitted)
             cpu_after, wal_after = cpu_by_stage(started), wal_position()
             peaks = peak_memory(started)  # just before they stop
+            sampler.stop.set()
+            sampler.thread.join(5)
         listener.stop.set()
         listener.thread.join(5)
         footprint = store_footprint(url, wal_after - wal_before)
@@ -460,6 +496,12 @@ def measure_hub(data: list[bytes], rate: float, args: argparse.Namespace) -> dic
         else:
             shutil.rmtree(folder, ignore_errors=True)
     figures = figures_of(sender, listener, rate, cpu_before, cpu_after, peaks, data)
+    growth = sampler.growth()
+    if growth:
+        print("resident memory (VmRSS), MB, a tenth of the way through -> at the end:")
+        for name, (early, last) in sorted(growth.items()):
+            print(f"  {name:<24} {early:>7.1f} -> {last:>7.1f}")
+        figures["rss_growth_mb"] = round(max(last - early for early, last in growth.values()), 1)
     return figures | footprint
 
 
