@@ -6,6 +6,8 @@ its trust store, the hub's own signing key, and the intake every door shares.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,10 +49,27 @@ def hub_key_pair(settings: Settings) -> KeyPair:
     if not key_path.exists():
         key = generate_key("ec")
         start = datetime.now(UTC) - timedelta(minutes=5)
-        write_key_pair(
-            KeyPair(key, self_signed_certificate(key, "ebox-hub", not_before=start, days=730)), folder, "hub"
-        )
-    return load_key_pair(key_path, cert_path)
+        pair = KeyPair(key, self_signed_certificate(key, "ebox-hub", not_before=start, days=730))
+        with contextlib.suppress(FileExistsError, ConfigError):  # another process of this hub was first
+            write_key_pair(pair, folder, "hub")
+    return _complete_key_pair(key_path, cert_path)
+
+
+def _complete_key_pair(key_path: Path, cert_path: Path, patience_s: float = 5.0) -> KeyPair:
+    """The key pair in the data folder, once whoever writes it has written both files.
+
+    Processes started together (``hub serve --workers 2``, a worker beside it) race to create
+    the embedded key: one writes it, the others load it, waiting a moment for a file that is
+    not there yet or not whole. A pair still unreadable after ``patience_s`` is a ``ConfigError``.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return load_key_pair(key_path, cert_path)
+        except ConfigError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def build_runtime(settings: Settings, *, directory: SenderDirectory | None = None) -> Runtime:

@@ -266,3 +266,30 @@ def test_signing_does_not_touch_the_given_tree():
     before = etree.tostring(root)
     Signer(pair).sign(root)
     assert etree.tostring(root) == before
+
+
+def test_processes_started_together_share_the_one_embedded_hub_key(tmp_path):
+    """`hub serve --workers 2` beside a worker, no key configured: one creates it, all load the same one."""
+    import threading
+
+    from hub.runtime import hub_key_pair
+    from hub.settings import load_settings
+
+    settings = load_settings(tmp_path, {"HUB_DATA_DIR": str(tmp_path / "var")})
+    start = threading.Barrier(8)
+    got: list[object] = []
+
+    def one_process() -> None:
+        start.wait()
+        try:
+            got.append(hub_key_pair(settings).certificate)
+        except Exception as exc:  # the test fails on any, naming it
+            got.append(exc)
+
+    threads = [threading.Thread(target=one_process) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert not [g for g in got if isinstance(g, Exception)], got
+    assert len(got) == 8 and len(set(got)) == 1  # one key pair, created once
