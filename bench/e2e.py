@@ -451,6 +451,7 @@ def measure_hub(data: list[bytes], rate: float, args: argparse.Namespace) -> dic
     """One run on a fresh hub (its own schema, emptied queues): ``data`` POSTed at ``rate`` a second; its figures."""
     folder = Path(tempfile.mkdtemp(prefix="hub-bench-e2e-"))
     url, schema = postgres_schema(f"hub_bench_e2e_{os.getpid()}")
+    finished = False
     try:
         config = prepare_config(folder, args.ack_batch)
         port = free_port()
@@ -489,9 +490,10 @@ def measure_hub(data: list[bytes], rate: float, args: argparse.Namespace) -> dic
         listener.stop.set()
         listener.thread.join(5)
         footprint = store_footprint(url, wal_after - wal_before)
+        finished = True
     finally:
         drop_schema(schema)
-        if os.environ.get("HUB_BENCH_KEEP"):
+        if os.environ.get("HUB_BENCH_KEEP") or not finished:  # a failed run keeps its processes' logs
             print(f"kept {folder} (logs/)")
         else:
             shutil.rmtree(folder, ignore_errors=True)

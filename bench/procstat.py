@@ -59,23 +59,22 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(each) for each in tree(pid))
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """The most resident memory the process has had (``VmHWM``), in MB; None when it is gone."""
+def _status_mb(pid: int, field: str) -> float | None:
+    """A memory line of ``/proc/<pid>/status`` (``VmHWM``, ``VmRSS``) in MB; None when the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The most resident memory the process has had (``VmHWM``), in MB; None when it is gone."""
+    return _status_mb(pid, "VmHWM")
 
 
 def rss_mb(pid: int) -> float | None:
     """The resident memory of the process now (``VmRSS``), in MB; None when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return _status_mb(pid, "VmRSS")

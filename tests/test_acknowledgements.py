@@ -151,12 +151,18 @@ def registered_letter(loop: Loop) -> str:
 # -- the whole loop ---------------------------------------------------------------------------------
 
 
-def test_the_sender_receives_every_event_in_order_each_signed_by_the_hub(loop):
+def lived(loop: Loop) -> str:
+    """A registered letter delivered by both providers, opened and answered on myebox: six events."""
     message_id = registered_letter(loop)
     loop.report("myebox", message_id, Event.DELIVERED, minutes=1)
     loop.report("irisbox", message_id, Event.DELIVERED, minutes=2)
     loop.report("myebox", message_id, Event.OPENED, minutes=3)
     loop.report("myebox", message_id, Event.REPLIED, minutes=4, reply=Reply(choice_id="accept"))
+    return message_id
+
+
+def test_the_sender_receives_every_event_in_order_each_signed_by_the_hub(loop):
+    message_id = lived(loop)
     assert loop.forward() == 6
     assert loop.relay() == 6
 
@@ -226,11 +232,7 @@ def test_a_sender_that_asks_for_batches_gets_its_events_in_order_under_one_signa
     )
     senders = dataclasses.replace(loop.senders, institutions={**loop.senders.institutions, SENDER: social})
     loop.forwarder = Forwarder(loop.sessions, Signer(loop.runtime.hub_keys), senders, clock=lambda: loop.now)
-    message_id = registered_letter(loop)
-    loop.report("myebox", message_id, Event.DELIVERED, minutes=1)
-    loop.report("irisbox", message_id, Event.DELIVERED, minutes=2)
-    loop.report("myebox", message_id, Event.OPENED, minutes=3)
-    loop.report("myebox", message_id, Event.REPLIED, minutes=4, reply=Reply(choice_id="accept"))
+    message_id = lived(loop)
     assert loop.forward() == 6
     assert loop.relay() == len(sizes)
     got = drain(loop.url, SENDER_QUEUE, expect=len(sizes), idle=0.3, limit=10)

@@ -549,12 +549,16 @@ class ProviderClient:
             properties={"message_id": ack.ack_id},
             content_type=ACK_CONTENT_TYPE,
         )
+        self._send(copy, f"acknowledgement {ack.ack_id} was")
+        return document
+
+    def _send(self, copy: Copy, what: str) -> None:
+        """Publish to ``hub.acks`` with a confirm (one thread at a time); ``Unavailable`` when none came."""
         with self._lock:
             try:
                 self._publisher.publish(copy, exchange=ACK_EXCHANGE, routing_key=ACK_ROUTING_KEY)
             except Unavailable as exc:
-                raise Unavailable(f"acknowledgement {ack.ack_id} was not confirmed by the broker: {exc}") from exc
-        return document
+                raise Unavailable(f"{what} not confirmed by the broker: {exc}") from exc
 
     def acknowledge_all(
         self, deliveries: Sequence[Delivery], event: Event | str, *, occurred_at: datetime | None = None
@@ -589,11 +593,7 @@ class ProviderClient:
                 properties={"message_id": batch_id},
                 content_type=ACK_CONTENT_TYPE,
             )
-            with self._lock:
-                try:
-                    self._publisher.publish(copy, exchange=ACK_EXCHANGE, routing_key=ACK_ROUTING_KEY)
-                except Unavailable as exc:
-                    raise Unavailable(f"{len(chunk)} acknowledgements were not confirmed by the broker: {exc}") from exc
+            self._send(copy, f"{len(chunk)} acknowledgements were")
             documents.append(document)
         return documents
 
