@@ -151,6 +151,17 @@ def registered_letter(loop: Loop) -> str:
 # -- the whole loop ---------------------------------------------------------------------------------
 
 
+LIVED = [
+    ("accepted", None),
+    ("routed", None),
+    ("delivered", "myebox"),
+    ("delivered", "irisbox"),
+    ("opened", "myebox"),
+    ("replied", "myebox"),
+]
+"""The events of ``lived``, in feed order: (event, provider)."""
+
+
 def lived(loop: Loop) -> str:
     """A registered letter delivered by both providers, opened and answered on myebox: six events."""
     message_id = registered_letter(loop)
@@ -167,14 +178,7 @@ def test_the_sender_receives_every_event_in_order_each_signed_by_the_hub(loop):
     assert loop.relay() == 6
 
     acks = loop.sender_queue(expect=6)
-    assert [(a.event.value, a.provider) for a in acks] == [
-        ("accepted", None),
-        ("routed", None),
-        ("delivered", "myebox"),
-        ("delivered", "irisbox"),
-        ("opened", "myebox"),
-        ("replied", "myebox"),
-    ]
+    assert [(a.event.value, a.provider) for a in acks] == LIVED
     assert all(a.issuer == "hub" and a.hub_message_id == message_id for a in acks)
     assert all(a.sender_message_id == "INSP-2026-0042" for a in acks)
     assert len({a.ack_id for a in acks}) == 6
@@ -238,14 +242,7 @@ def test_a_sender_that_asks_for_batches_gets_its_events_in_order_under_one_signa
     got = drain(loop.url, SENDER_QUEUE, expect=len(sizes), idle=0.3, limit=10)
     assert [int(m.headers["items"]) for m in got] == sizes
     items = [a for m in got for a in read_acknowledgement_items(m.body, verify_with=loop.runtime.hub_keys.certificate)]
-    assert [(a.event.value, a.provider) for a in items] == [
-        ("accepted", None),
-        ("routed", None),
-        ("delivered", "myebox"),
-        ("delivered", "irisbox"),
-        ("opened", "myebox"),
-        ("replied", "myebox"),
-    ]
+    assert [(a.event.value, a.provider) for a in items] == LIVED
     assert {a.hub_message_id for a in items} == {message_id}
     assert len({a.ack_id for a in items}) == 6  # each event keeps its own id inside the batch
     loop.report("irisbox", message_id, Event.OPENED, minutes=5)
