@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from hub.broker.consumer import consume_batches
 from hub.broker.relay import OutboxRelay, claim_check_of
@@ -118,6 +119,7 @@ class Service:
             batch=settings.relay_batch,
             claim_check=claim_check_of(settings.claim_check_bytes, settings.effective_public_url),
             gather=settings.gather_s,
+            keep_sent=timedelta(hours=settings.keep_sent_hours),
         )
         door = AmqpDoor(self.intake, self.broker_url)
         self._spawn("relay", lambda: relay.run_forever(stop))

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "relay_batch": 500,
         "claim_check_bytes": 256 * 1024,
         "gather_s": 0.05,
+        "keep_sent_hours": 24.0,
     },
     "signing": {"key": "", "certificate": ""},  # empty: a hub key created in data_dir on first start
     "limits": {"max_envelope_bytes": 15 * 1024 * 1024, "max_batch": 1000, "max_batch_bytes": 64 * 1024 * 1024},
@@ -62,6 +63,8 @@ class Settings:
     relay_batch: int = 500
     claim_check_bytes: int = 256 * 1024
     gather_s: float = 0.05
+    keep_sent_hours: float = 24.0
+    """Hours a published outbox row stays (for operators to look at) before the relay removes it."""
     """Seconds the relay and the forwarder, woken by a commit, wait for more work to gather (``hub.store.wakeup``)."""
     """Envelopes larger than this go to providers by reference (claim check), not through the broker; 0: never."""
     signing_key: Path | None = None
@@ -167,6 +170,8 @@ def lifecycle_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def observability_problem(section: str, values: Mapping[str, Any]) -> tuple[str, str] | None:
     """What is wrong with a ``[metrics]``, ``[log]``, ``[broker]`` or ``[http]`` section (the key and why), or None."""
+    if section == "broker" and values["keep_sent_hours"] < 0:
+        return "keep_sent_hours", f"must be at least 0 (0: removed once published), not {values['keep_sent_hours']}"
     if section == "broker" and not 0 <= values["gather_s"] <= 1:
         return "gather_s", f"must be between 0 and 1 second, not {values['gather_s']}"
     if section == "broker" and values["claim_check_bytes"] < 0:
@@ -238,6 +243,7 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         relay_batch=int(merged["broker"]["relay_batch"]),
         claim_check_bytes=int(merged["broker"]["claim_check_bytes"]),
         gather_s=float(merged["broker"]["gather_s"]),
+        keep_sent_hours=float(merged["broker"]["keep_sent_hours"]),
         signing_key=path_or_none(merged["signing"]["key"]),
         signing_certificate=path_or_none(merged["signing"]["certificate"]),
         max_envelope_bytes=int(merged["limits"]["max_envelope_bytes"]),

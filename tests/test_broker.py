@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import amqp.exceptions
 import pytest
 from click.testing import CliRunner
 from kombu import Connection, Consumer, Producer, Queue
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.broker import topology
@@ -684,3 +684,28 @@ def test_a_handler_bug_is_retried_then_dead_lettered_and_the_loop_goes_on(broker
     assert [d.message_id for d in dead] == ["bug"]
     assert dead[0].headers[REASON] == "HANDLER_ERROR: FileNotFoundError"  # the class, never the message
     assert drain(broker, "hub.routing") == []
+
+
+def test_published_rows_are_removed_once_kept_long_enough_and_unsent_ones_never(sessions, broker):
+    sent = add_rows(sessions, 5)
+    at = datetime.now(UTC)
+    with OutboxRelay(sessions, broker, clock=lambda: at) as relay:
+        assert relay.run_once() == 5
+    waiting = add_rows(sessions, 2)
+    with sessions() as session:  # the two wait for a provider's window: the relay must not publish them yet
+        session.execute(
+            update(OutboxEntry).where(OutboxEntry.id.in_(waiting)).values(not_before=at + timedelta(days=9))
+        )
+        session.commit()
+
+    def remaining() -> list[int]:
+        with sessions() as session:
+            return sorted(session.scalars(select(OutboxEntry.id)))
+
+    an_hour_later = OutboxRelay(sessions, broker, keep_sent=timedelta(hours=24), clock=lambda: at + timedelta(hours=1))
+    assert an_hour_later.prune() == 0 and remaining() == sent + waiting  # kept for operators to look at
+    next_day = OutboxRelay(sessions, broker, keep_sent=timedelta(hours=24), clock=lambda: at + timedelta(hours=25))
+    assert next_day.prune(limit=2) == 2 and remaining() == sent[2:] + waiting  # the oldest first, a round at a time
+    assert next_day.prune() == 3 and remaining() == waiting  # never a row still to publish
+    assert OutboxRelay(sessions, broker, keep_sent=None, clock=lambda: at + timedelta(days=99)).prune() == 0
+    drain(broker, "hub.routing", expect=5)

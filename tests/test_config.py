@@ -1158,3 +1158,5 @@ def test_the_gather_wait_is_a_setting_within_a_second(tmp_path):
     assert load_settings(tmp_path, {"HUB_BROKER_GATHER_S": "0"}).gather_s == 0.0  # no wait: lowest latency
     (tmp_path / "hub.toml").write_text("[broker]\ngather_s = 2.5\n")
     assert "hub.toml:2: broker.gather_s: must be between 0 and 1 second" in str(settings_refusal(tmp_path))
+    (tmp_path / "hub.toml").write_text("[broker]\nkeep_sent_hours = -1\n")
+    assert "hub.toml:2: broker.keep_sent_hours: must be at least 0" in str(settings_refusal(tmp_path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 
 from hub.broker.connection import connect
@@ -63,7 +65,12 @@ def relay_command(database_url: str | None, broker_url: str | None, batch: int |
         )
     engine = make_engine(database_url)
     relay = OutboxRelay(
-        session_factory(engine), broker_url, batch=batch, claim_check=claim_check, gather=settings.gather_s
+        session_factory(engine),
+        broker_url,
+        batch=batch,
+        claim_check=claim_check,
+        gather=settings.gather_s,
+        keep_sent=timedelta(hours=settings.keep_sent_hours),
     )
     try:
         if once:

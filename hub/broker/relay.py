@@ -41,14 +41,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import amqp  # type: ignore[import-untyped]
 import amqp.exceptions  # type: ignore[import-untyped]
 from kombu import Connection, Producer
-from sqlalchemy import case, func, null, outerjoin, select, update
+from sqlalchemy import case, delete, func, null, outerjoin, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import metrics
@@ -70,6 +70,12 @@ from hub.store.wakeup import GATHER, OUTBOX, Wakeup
 log = logging.getLogger("hub.broker")
 
 DEFAULT_CONTENT_TYPE = "application/json"
+
+
+KEEP_SENT = timedelta(hours=24)
+"""How long a published outbox row stays for operators to look at (``[broker] keep_sent_hours``)."""
+PRUNE_EVERY_S = 60.0
+PRUNE_BATCH = 5000
 
 
 def utcnow() -> datetime:
@@ -321,12 +327,15 @@ class OutboxRelay:
         retry: RetryPolicy = DEFAULT_RETRY,
         claim_check: ClaimCheck | None = None,
         gather: float = GATHER,
+        keep_sent: timedelta | None = KEEP_SENT,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self.claim_check = claim_check
         self.gather = gather
+        self.keep_sent = keep_sent
+        self._pruned_at = 0.0
         self.sessions = sessions
         self.connection_url = connection_url
         self.batch = batch
@@ -471,8 +480,47 @@ class OutboxRelay:
         metrics.observe("relay", started)
         return len(confirmed) + len(withdrawn)
 
+    def prune(self, *, limit: int = PRUNE_BATCH) -> int:
+        """Delete up to ``limit`` rows sent longer than ``keep_sent`` ago, oldest first; how many.
+
+        A published row has done its work (the broker holds the message; consumers de-duplicate
+        by its ``message_id``); it stays ``keep_sent`` for operators to look at, then goes, so
+        the outbox does not grow with every message the hub ever sent. The scan follows the
+        primary key from the oldest row, where the rows to delete are, and stops after ``limit``.
+        """
+        if self.keep_sent is None:
+            return 0
+        cutoff = self.clock() - self.keep_sent
+        with unavailable_on_outage(), self.sessions() as session:
+            oldest = (
+                select(OutboxEntry.id)
+                .where(OutboxEntry.sent_at.is_not(None), OutboxEntry.sent_at < cutoff)
+                .order_by(OutboxEntry.id)
+                .limit(limit)
+            )
+            ids = list(session.scalars(oldest))
+            if ids:
+                session.execute(delete(OutboxEntry).where(OutboxEntry.id.in_(ids)))
+            session.commit()
+        if ids:
+            log.info("relay: removed %d outbox rows sent before %s", len(ids), cutoff.isoformat(timespec="seconds"))
+        return len(ids)
+
+    def _prune_now_and_then(self) -> None:
+        """``prune`` at most every ``PRUNE_EVERY_S`` seconds, from the relay's own loop (no other process needed)."""
+        if self.keep_sent is None or time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = time.monotonic()
+        try:
+            while self.prune() == PRUNE_BATCH:
+                pass
+        except Unavailable as exc:  # the next round tries again; publishing is what matters
+            log.warning("relay: could not remove old outbox rows: %s", exc)
+
     def run_forever(self, stop: threading.Event, idle_sleep: float = 0.5) -> None:
         """Relay until ``stop`` is set; an outage is logged and retried with the back-off policy.
+
+        Now and then (``PRUNE_EVERY_S``) it removes the rows sent longer than ``keep_sent`` ago.
 
         When a round finds less than a batch, the relay waits for a writer's wake-up
         (``hub.store.wakeup``: a transaction that wrote outbox rows committed) or ``idle_sleep``
@@ -492,6 +540,7 @@ class OutboxRelay:
                     stop.wait(delay)
                     continue
                 failures = 0
+                self._prune_now_and_then()
                 if published < self.batch:
                     self._idle(stop, idle_sleep)
         finally:
