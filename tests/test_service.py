@@ -29,7 +29,7 @@ from hub.signing.keys import write_key_pair
 from hub.signing.truststore import TrustStore, trusted
 from hub.signing.verifier import Verifier
 from tests.kit import NOW, TOKENS, directory, example, keyring
-from tests.test_acknowledgements import PROVIDER_KEYS, PROVIDER_TOKENS, SENDER, SENDER_QUEUE, _delete_queues
+from tests.test_acknowledgements import LIVED, PROVIDER_KEYS, PROVIDER_TOKENS, SENDER, SENDER_QUEUE, _delete_queues
 from tests.test_broker import drain
 from tests.test_inbound_rest import make_hub
 from tests.test_routing_worker import (
@@ -139,16 +139,7 @@ def test_a_registered_letter_goes_round_the_whole_running_hub(running, broker_ur
         acks.append(read_acknowledgement(root))
     kinds = [(a.event.value, a.provider) for a in acks]
     assert kinds[:2] == [("accepted", None), ("routed", None)]
-    assert sorted(kinds) == sorted(
-        [
-            ("accepted", None),
-            ("routed", None),
-            ("delivered", "myebox"),
-            ("delivered", "irisbox"),
-            ("opened", "myebox"),
-            ("replied", "myebox"),
-        ]
-    )
+    assert sorted(kinds) == sorted(LIVED)  # a registered letter's six events, in an order the threads chose
     assert kinds.index(("delivered", "myebox")) < kinds.index(("opened", "myebox")) < kinds.index(("replied", "myebox"))
     replied = acks[kinds.index(("replied", "myebox"))]
     assert replied.reply is not None and replied.reply.choice_id in ("accept", "contest")
