@@ -51,6 +51,10 @@ read just before they stop; each is printed). A rate is ``sustained`` when both 
 (``offered_per_s``: the hub answered fast enough for ``--clients`` to keep the pace) and
 ``delivered_steady_per_s`` reach 95 % of it.
 
+Where the time went: from the store's own timestamps (acceptance, the ``routed`` event, the
+provider's ``delivered``, the hub applying it) and the arrival at the sender, the p50 / p99 of
+each leg (``stages_ms`` in the JSON), so a slow tail can be put on a stage.
+
 The last line printed is one JSON object: the run's figures with ``limit_per_s`` and
 ``ratio_to_limit``; with ``--rates``, those of the highest sustained rate (the lowest rate when
 none was). The JSON file in ``--out`` (default: a new temporary folder) holds every rate's
@@ -490,6 +494,7 @@ def measure_hub(data: list[bytes], rate: float, args: argparse.Namespace) -> dic
         listener.stop.set()
         listener.thread.join(5)
         footprint = store_footprint(url, wal_after - wal_before)
+        stages = stage_latencies(url, listener.delivered)
         finished = True
     finally:
         drop_schema(schema)
@@ -498,6 +503,12 @@ def measure_hub(data: list[bytes], rate: float, args: argparse.Namespace) -> dic
         else:
             shutil.rmtree(folder, ignore_errors=True)
     figures = figures_of(sender, listener, rate, cpu_before, cpu_after, peaks, data)
+    if stages:
+        print("where the time went (p50 / p99 ms; from the store's timestamps and the arrival at the sender):")
+        for name, what in STAGES:
+            if name in stages:
+                print(f"  {name:<34} {stages[name]['p50_ms']:>8.1f} {stages[name]['p99_ms']:>8.1f}   ({what})")
+        figures["stages_ms"] = stages
     growth = sampler.growth()
     if growth:
         print("resident memory (VmRSS), MB, a tenth of the way through -> at the end:")
@@ -505,6 +516,61 @@ def measure_hub(data: list[bytes], rate: float, args: argparse.Namespace) -> dic
             print(f"  {name:<24} {early:>7.1f} -> {last:>7.1f}")
         figures["rss_growth_mb"] = round(max(last - early for early, last in growth.values()), 1)
     return figures | footprint
+
+
+WALL_OFFSET = time.time() - time.perf_counter()
+"""Turns the listener's ``perf_counter`` arrivals into wall-clock seconds, comparable with the store's times."""
+
+STAGES = (
+    ("accepted -> routed", "relay, hub.routing, the routing worker"),
+    ("routed -> provider acknowledged", "relay, provider.<id>, the provider"),
+    ("provider acknowledged -> applied", "hub.acks, the acks worker"),
+    ("applied -> at the sender", "sequencer, forwarder, relay, sender.<id>.acks"),
+)
+
+
+def stage_latencies(url: str, arrivals: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Where each message's time went, from the store's own timestamps and the arrival at the sender.
+
+    For each message and its first ``delivered``: acceptance (``messages.accepted_at``) to the
+    ``routed`` event, to the provider's acknowledgement (its ``OccurredAt``), to the hub applying
+    it (``provider_acks.received_at``), to the arrival in the sender's queue. One machine, one
+    clock; p50 / p99 of each, in milliseconds.
+    """
+    from sqlalchemy import text
+
+    query = text(
+        """
+        SELECT m.id, m.accepted_at, r.occurred_at AS routed, a.occurred_at AS acked, a.received_at AS applied
+        FROM messages m
+        JOIN events r ON r.message_id = m.id AND r.kind = 'routed'
+        JOIN LATERAL (
+            SELECT occurred_at, received_at FROM provider_acks p
+            WHERE p.message_id = m.id AND p.event = 'delivered' ORDER BY received_at LIMIT 1
+        ) a ON true
+        """
+    )
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+    finally:
+        engine.dispose()
+    spans: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+    for row in rows:
+        if row.id not in arrivals:
+            continue
+        arrived = arrivals[row.id] + WALL_OFFSET
+        moments = [row.accepted_at, row.routed, row.acked, row.applied]
+        seconds = [moment.timestamp() for moment in moments] + [arrived]
+        for (name, _), start, end in zip(STAGES, seconds, seconds[1:], strict=False):
+            spans[name].append((end - start) * 1000)
+    figures = {}
+    for name, values in spans.items():
+        if len(values) >= 2:
+            cuts = statistics.quantiles(values, n=100, method="inclusive")
+            figures[name] = {"p50_ms": round(cuts[49], 1), "p99_ms": round(cuts[98], 1)}
+    return figures
 
 
 def wal_position() -> int:
