@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.errors import HubError, Rejected, Unavailable
 from hub.outbound.acks import Event, signed_acknowledgement
-from hub.outbound.feed import FeedItem, acknowledgement
+from hub.outbound.feed import acknowledgement, feed_item
 from hub.safexml import parse
 from hub.signing.signer import Signer
 from hub.signing.truststore import TrustStore, trusted
@@ -456,21 +456,7 @@ def export_bundle(
             why = "a free-text reply (it may hold personal data); its SHA-256 is in events.json"
         else:
             why = ""
-            item = FeedItem(
-                seq=row.seq or 0,
-                event_id=row.id,
-                kind=row.kind,
-                occurred_at=row.occurred_at,
-                provider=row.provider,
-                detail=detail,
-                message_id=message.id,
-                institution_id=message.institution_id,
-                submitter_id=message.submitter_id,
-                application_id=message.application_id,
-                sender_message_id=message.sender_message_id,
-                registered=bool(message.registered),
-                envelope_sha256=message.envelope_sha256,
-            )
+            item = feed_item(row, message, message_id=message.id, detail=detail)
             ack_file = f"ack-{n:02d}-{row.kind}" + (f"-{row.provider}" if row.provider else "") + ".xml"
             files[ack_file] = signed_acknowledgement(signer, acknowledgement(item))
             bundle.acknowledgements.append(ack_file)

@@ -114,26 +114,30 @@ def read(
                 _messages.c.institution_id.in_(list(mandates)),
             )
         )
-    items = []
-    for row in session.connection().execute(query):
-        items.append(
-            FeedItem(
-                seq=row.seq,
-                event_id=row.id,
-                kind=row.kind,
-                occurred_at=row.occurred_at,  # UTCDateTime: aware, in UTC
-                provider=row.provider,
-                detail=_detail(row.detail),
-                message_id=row.message_id,
-                institution_id=row.institution_id,
-                submitter_id=row.submitter_id,
-                application_id=row.application_id,
-                sender_message_id=row.sender_message_id,
-                registered=bool(row.registered),
-                envelope_sha256=row.envelope_sha256,
-            )
-        )
-    return items
+    return [feed_item(row, row, message_id=row.message_id) for row in session.connection().execute(query)]
+
+
+def feed_item(event: Any, message: Any, *, message_id: str, detail: dict[str, Any] | None = None) -> FeedItem:
+    """The ``FeedItem`` of an event row and its message's row (the feed's joined row is both).
+
+    ``detail``: the event's detail already read (else read from ``event.detail``). An event not
+    sequenced yet (``seq`` NULL, e.g. in an evidence bundle) is given 0.
+    """
+    return FeedItem(
+        seq=event.seq or 0,
+        event_id=event.id,
+        kind=event.kind,
+        occurred_at=event.occurred_at,  # UTCDateTime: aware, in UTC
+        provider=event.provider,
+        detail=_detail(event.detail) if detail is None else detail,
+        message_id=message_id,
+        institution_id=message.institution_id,
+        submitter_id=message.submitter_id,
+        application_id=message.application_id,
+        sender_message_id=message.sender_message_id,
+        registered=bool(message.registered),
+        envelope_sha256=message.envelope_sha256,
+    )
 
 
 def _detail(value: str | None) -> dict[str, Any]:
