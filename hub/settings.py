@@ -168,8 +168,8 @@ def lifecycle_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def observability_problem(section: str, values: Mapping[str, Any]) -> tuple[str, str] | None:
-    """What is wrong with a ``[metrics]``, ``[log]``, ``[broker]`` or ``[http]`` section (the key and why), or None."""
+def section_problem(section: str, values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What is wrong with a ``[metrics]``, ``[log]``, ``[broker]`` or ``[http]`` value (the key and why), or None."""
     if section == "broker" and values["keep_sent_hours"] < 0:
         return "keep_sent_hours", f"must be at least 0 (0: removed once published), not {values['keep_sent_hours']}"
     if section == "broker" and not 0 <= values["gather_s"] <= 1:
@@ -206,7 +206,7 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
                 raise part.error(problem[1], problem[0])
             if section_name == "lifecycle" and (problem := lifecycle_problem(merged["lifecycle"])):
                 raise part.error(problem[1], problem[0])
-            if problem := observability_problem(section_name, merged[section_name]):
+            if problem := section_problem(section_name, merged[section_name]):
                 raise part.error(problem[1], problem[0])
         top.finish()
     known = {
@@ -223,7 +223,7 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
     if problem := lifecycle_problem(merged["lifecycle"]):
         raise ConfigError(f"[lifecycle] {problem[0]} {problem[1]} (after the HUB_LIFECYCLE_* variables)")
     for section_name in ("metrics", "log", "broker", "http"):
-        if problem := observability_problem(section_name, merged[section_name]):
+        if problem := section_problem(section_name, merged[section_name]):
             raise ConfigError(
                 f"[{section_name}] {problem[0]} {problem[1]} (after the HUB_{section_name.upper()}_* variables)"
             )

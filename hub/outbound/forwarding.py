@@ -71,16 +71,15 @@ class Forwarder:
     ) -> None:
         self.sessions, self.signer, self.senders = sessions, signer, senders
         self.batch, self.gather, self.clock = batch, gather, clock
-        channels = senders.acknowledgement_channels()
-        self._channels = {party: channel.kind for party, channel in channels.items()}
-        self._batch = {party: channel.batch for party, channel in channels.items()}
+        self._channels = senders.acknowledgement_channels()
 
     def channel_of(self, party: str) -> str:
-        return self._channels.get(party, "polling")
+        channel = self._channels.get(party)
+        return channel.kind if channel is not None else "polling"
 
     def pushed_senders(self) -> list[str]:
         """The senders whose acknowledgements go to a queue (their ``sender.<id>.acks`` must be declared)."""
-        return [party for party, kind in self._channels.items() if kind in PUSHED]
+        return [party for party, channel in self._channels.items() if channel.kind in PUSHED]
 
     def run_once(self) -> int:
         """Sequence new events and forward the next batch; how many events were passed (forwarded or not)."""
@@ -131,7 +130,7 @@ class Forwarder:
             by_party.setdefault(item.submitter_id, []).append(item)
         rows = []
         for party, theirs in by_party.items():
-            size = self._batch.get(party, 1)
+            size = self._channels[party].batch  # a pushed sender: it has a channel
             if size == 1:
                 rows += [self._row(item) for item in theirs]
             else:
