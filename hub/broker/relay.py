@@ -27,8 +27,9 @@ Claim check: with a ``ClaimCheck``, an envelope larger than its threshold is not
 (the claim selects its size and digest only): the delivery goes out with an empty body and
 the headers ``envelope-url`` (``<hub>/v1/deliveries/<delivery id>/envelope``, where the
 provider fetches it with its API token), ``envelope-bytes`` and ``envelope-sha256`` (what
-the fetched bytes must be). RabbitMQ then moves small messages only, and a 2 MB envelope is
-held once by the relay (never) instead of once per provider and per hop.
+the fetched bytes must be). RabbitMQ then moves small messages only, and the relay never holds
+a large envelope at all. Rows with a body of their own (routing messages, notices) do not read
+their message's envelope either.
 """
 
 from __future__ import annotations
@@ -389,10 +390,11 @@ class OutboxRelay:
         ready from the start, in id order. Each query has its own partial index, so rows
         still held are never read on the way (``ix_outbox_held``, ``ix_outbox_ready``).
         """
-        size = func.length(Message.envelope)
-        envelope: Any = Message.envelope
-        if self.claim_check is not None:  # a large envelope is not read: the delivery carries a link to it
-            envelope = case((size <= self.claim_check.above, Message.envelope), else_=null())
+        size = func.length(Message.envelope)  # from the value's header: the envelope itself is not read
+        wanted: Any = OutboxEntry.body.is_(None)  # only a delivery publishes its message's envelope
+        if self.claim_check is not None:  # and not a large one: the delivery carries a link to it
+            wanted = wanted & (size <= self.claim_check.above)
+        envelope = case((wanted, Message.envelope), else_=null())
         columns = (
             OutboxEntry.id,
             OutboxEntry.exchange,
