@@ -179,21 +179,15 @@ class Service:
         from uvicorn.config import LOGGING_CONFIG
 
         from hub.inbound.http import broker_probe, build_app
+        from hub.inbound.server import server_options
 
         settings = self.runtime.settings
         app = build_app(self.runtime, broker_probe=broker_probe(self.broker_url))
         app.state.providers = self.providers()
         app.state.provider_tokens = self.providers().tokens()
         app.state.ack_intake = self.acks
-        config = uvicorn.Config(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            access_log=False,
-            log_level="warning",
-            # JSON logs: uvicorn's own records go to the hub's handler (hub.logs) too
-            log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
-        )
+        # the same options as `hub serve` (TLS and client certificates included); text logs: uvicorn's own
+        config = uvicorn.Config(app, log_level="warning", **({"log_config": LOGGING_CONFIG} | server_options(settings)))
         server = uvicorn.Server(config)
         # uvicorn installs its signal handlers only on the main thread: here, `stop` ends it
         self._server = server

@@ -125,3 +125,51 @@ def test_the_certificate_identifies_the_reader_of_a_status(tls_hub):
         # Another sender's certificate reads nothing, whatever token it adds.
         response = http.get(f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {TOKENS[ex.FINANCE]}"})
         assert response.status_code == 404
+
+
+def test_hub_run_serves_the_same_tls_as_hub_serve(tmp_path):
+    """``hub run`` (every stage in one process) takes [http] tls_* and client_ca like ``hub serve``:
+    HTTPS only, and no handshake without a registered client certificate."""
+    from hub.service import Service
+    from tests.test_service import provider_config
+
+    (tmp_path / "config").mkdir()
+    provider_config(tmp_path / "config")
+    key = generate_key("ec")
+    server = KeyPair(key, self_signed_certificate(key, "hub", hosts=("127.0.0.1",), days=30))
+    server_key, server_cert = write_key_pair(server, tmp_path / "tls", "server")
+    bundle = tmp_path / "tls" / "clients.pem"
+    bundle.write_bytes(keyring().pairs[ex.FINANCE].certificate.public_bytes(Encoding.PEM))
+    finance = write_key_pair(keyring().pairs[ex.FINANCE], tmp_path / "clients", ex.FINANCE)
+    port = free_port()
+    runtime = make_hub(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'hub.db'}",
+        HUB_BROKER_URL="memory://",
+        HUB_HTTP_PORT=str(port),
+        HUB_HTTP_TLS_KEY=str(server_key),
+        HUB_HTTP_TLS_CERTIFICATE=str(server_cert),
+        HUB_HTTP_CLIENT_CA=str(bundle),
+    )
+    service = Service(runtime, http=True, check_every=3600)
+    service.start()
+    base = f"https://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with client(base, server_cert, finance) as finance_client:
+                    if finance_client.get("/healthz").status_code == 200:
+                        break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "hub run's HTTPS door did not come up"
+            time.sleep(0.1)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=3)  # no plain HTTP beside it
+        with pytest.raises((httpx.HTTPError, ssl.SSLError)), client(base, server_cert) as anonymous:
+            anonymous.get("/healthz")  # no client certificate: no handshake
+    finally:
+        service.stop()
+        runtime.close()
+    assert not service.failures, service.failures
