@@ -8,6 +8,11 @@ is not told anything. A database outage leaves the message queued for a later at
 
 Headers of an answer: ``hub-status`` (201, 200 or the HTTP status of the refusal),
 ``hub-code`` (the refusal's stable code), ``hub-message-id``.
+
+A ``reply_to`` naming one of the hub's own queues (``hub.*``, ``provider.*``, ``sender.*``) is
+not followed: anyone may publish to ``hub.submit``, and its answers must not land in a provider's
+deliveries, another sender's acknowledgements or the hub's own work queues. Such a message is
+answered as one without ``reply_to``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,15 @@ log = logging.getLogger("hub.amqp")
 
 INBOUND_QUEUE = "hub.inbound"
 NOTIFY_EXCHANGE = Exchange("hub.notify", type="topic", durable=True)
+HUB_QUEUES = ("hub.", "provider.", "sender.")
+"""Prefixes of the queues of the hub's topology (``hub.broker.topology``): never a ``reply_to``."""
+
+
+def reply_queue(reply_to: str | None) -> str | None:
+    """Where to answer: ``reply_to``, unless it is missing or names a queue of the hub's own."""
+    if not reply_to or reply_to.startswith(HUB_QUEUES):
+        return None
+    return reply_to
 
 
 class AmqpDoor:
@@ -46,10 +60,11 @@ class AmqpDoor:
 
     def handle(self, body: bytes, headers: dict[str, Any], properties: Properties) -> None:
         correlation = properties.correlation_id or properties.message_id
+        reply_to = reply_queue(properties.reply_to)
         try:
             receipt = self.intake.submit(body, door="amqp")
         except Rejected as refused:
-            if not properties.reply_to:
+            if not reply_to:
                 log.info(
                     "refused without reply_to", extra={"event": "refused", "door": "amqp", "code": refused.code.value}
                 )
@@ -57,7 +72,7 @@ class AmqpDoor:
             self._answer(
                 error_document(refused),
                 {"hub-status": http_status(refused), "hub-code": refused.code.value},
-                reply_to=properties.reply_to,
+                reply_to=reply_to,
                 correlation_id=correlation,
             )
             return
@@ -66,8 +81,8 @@ class AmqpDoor:
             "hub-code": "",
             "hub-message-id": receipt.message_id,
         }
-        if properties.reply_to:
-            self._answer(receipt.xml, answer_headers, reply_to=properties.reply_to, correlation_id=correlation)
+        if reply_to:
+            self._answer(receipt.xml, answer_headers, reply_to=reply_to, correlation_id=correlation)
         else:
             self._answer(
                 receipt.xml,

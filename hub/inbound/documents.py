@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 from hub.envelope.builder import timestamp
@@ -11,15 +13,22 @@ from hub.store.models import Event, Message
 
 _A = "{" + ACK_NS + "}"
 _T = "{" + TYPES_NS + "}"
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""Characters XML 1.0 cannot hold (NUL, other controls, lone surrogates, U+FFFE/FFFF)."""
+
+
+def _text(value: str) -> str:
+    """``value`` as XML text: a message may quote what was sent (an id from a URL), whatever it holds."""
+    return _NOT_XML.sub("\ufffd", value)
 
 
 def _fill(element: etree._Element, violation: Violation) -> None:
     etree.SubElement(element, _T + "Code").text = violation.code.value
-    etree.SubElement(element, _T + "Message").text = violation.message
+    etree.SubElement(element, _T + "Message").text = _text(violation.message)
     if violation.line is not None:
         etree.SubElement(element, _T + "Line").text = str(violation.line)
     if violation.path:
-        etree.SubElement(element, _T + "Path").text = violation.path
+        etree.SubElement(element, _T + "Path").text = _text(violation.path)
 
 
 def error_element(refused: Rejected) -> etree._Element:

@@ -18,12 +18,13 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -39,6 +40,8 @@ log = logging.getLogger("hub.http")
 
 XML = "application/xml"
 XML_TYPES = ("application/xml", "text/xml")
+HUB_MESSAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""The form of the ids the hub gives messages (``str(uuid4())``)."""
 
 STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.TOO_LARGE: 413,
@@ -72,16 +75,32 @@ def http_status(refused: Rejected) -> int:
     return STATUS_BY_CODE.get(refused.code, 400)
 
 
+UNREAD_BODY = frozenset({ErrorCode.TOO_LARGE, ErrorCode.REQUEST_TIMEOUT})
+"""Refusals that may leave the request body unread: the connection cannot carry another request."""
+
+
+def closing(refused: Rejected) -> dict[str, str] | None:
+    """``Connection: close`` for a refusal that may leave the body unread: else the rest of it (a slow
+    client's next bytes) would be read as the body of a request already answered, for as long as it trickles."""
+    return {"Connection": "close"} if refused.code in UNREAD_BODY else None
+
+
 def refusal(refused: Rejected) -> Response:
-    return Response(error_document(refused), status_code=http_status(refused), media_type=XML)
+    return Response(error_document(refused), status_code=http_status(refused), media_type=XML, headers=closing(refused))
 
 
 def unavailable(exc: Unavailable) -> Response:
     return Response(unavailable_document(str(exc)), status_code=503, media_type=XML, headers={"Retry-After": "5"})
 
 
+MIN_BODY_RATE = 500
+"""Bytes per second a body must keep up, beyond ``timeout`` (Apache's ``mod_reqtimeout`` MinRate): a client
+that sends a byte now and then, each within ``timeout``, cannot hold a request open for ever."""
+
+
 async def read_body(request: Request, *, limit: int, timeout: float) -> bytes:
-    """The request body, refused beyond ``limit`` bytes and when a chunk takes longer than ``timeout``."""
+    """The request body, refused beyond ``limit`` bytes, and when a chunk takes longer than ``timeout`` or the
+    whole body longer than ``timeout`` plus a second per ``MIN_BODY_RATE`` bytes received."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -90,15 +109,24 @@ async def read_body(request: Request, *, limit: int, timeout: float) -> bytes:
             raise Rejected(ErrorCode.TOO_LARGE, f"the request is {declared} bytes; the limit is {limit}.")
     chunks, size = [], 0
     stream = request.stream().__aiter__()
+    clock = asyncio.get_running_loop().time
+    deadline = clock() + timeout
     while True:
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), timeout)
+            wait = min(timeout, deadline + size / MIN_BODY_RATE - clock())
+            if wait <= 0:
+                raise TimeoutError
+            chunk = await asyncio.wait_for(stream.__anext__(), wait)
         except StopAsyncIteration:
             break
         except TimeoutError:
             raise Rejected(
-                ErrorCode.REQUEST_TIMEOUT, f"the request body did not arrive within {timeout:g} s; send it again."
+                ErrorCode.REQUEST_TIMEOUT,
+                f"the request body did not arrive within {timeout:g} s (or slower than {MIN_BODY_RATE} bytes/s); "
+                "send it again.",
             ) from None
+        except ClientDisconnect:  # gone half-way: nobody reads the answer, but it is a refusal, not a crash
+            raise Rejected(ErrorCode.REQUEST_TIMEOUT, "the client went away before the request body ended.") from None
         size += len(chunk)
         if size > limit:
             raise Rejected(ErrorCode.TOO_LARGE, f"the request exceeds the limit of {limit} bytes.")
@@ -176,7 +204,10 @@ def authenticated_party(runtime: Runtime, request: Request) -> str:
 
 async def get_message(runtime: Runtime, request: Request) -> Response:
     party = authenticated_party(runtime, request)
-    message, events = await run_in_threadpool(runtime.intake.status, request.path_params["message_id"], requester=party)
+    message_id = request.path_params["message_id"]
+    if not HUB_MESSAGE_ID.fullmatch(message_id):  # no id of the hub's (a NUL byte, ...): never sent to the database
+        raise Rejected(ErrorCode.MESSAGE_NOT_FOUND, f"no message {message_id[:64]!r} of yours is known to the hub.")
+    message, events = await run_in_threadpool(runtime.intake.status, message_id, requester=party)
     return Response(status_document(message, events), media_type=XML)
 
 
@@ -194,7 +225,7 @@ async def post_batch(runtime: Runtime, request: Request) -> Response:
         if not isinstance(items, list):
             raise TypeError("envelopes is not a list")
         envelopes = [base64.b64decode(item, validate=True) for item in items]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:  # JSON nested too deep
         raise Rejected(
             ErrorCode.SCHEMA_INVALID,
             f'the batch is not {{"envelopes": [base64, ...]}} ({exc.__class__.__name__}: {exc}).',

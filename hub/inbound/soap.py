@@ -34,7 +34,7 @@ from hub.envelope.model import ENVELOPE_NS
 from hub.envelope.schema import SCHEMA_FILES, schema_dir
 from hub.errors import ErrorCode, Rejected, Unavailable
 from hub.inbound.documents import error_element, status_element
-from hub.inbound.http import authenticated_party, read_body
+from hub.inbound.http import authenticated_party, closing, read_body
 from hub.runtime import Runtime
 from hub.safexml import ParseLimits, element_path, parse
 
@@ -342,7 +342,7 @@ async def post_soap(request: Request) -> Response:
     except SoapFault as fault:
         return fault_response(fault.faultcode, fault.refused, detail=fault.detail)
     except Rejected as refused:
-        return fault_response(CLIENT, refused)
+        return fault_response(CLIENT, refused, headers=closing(refused))
     except Unavailable as exc:
         log.warning("unavailable", extra={"event": "unavailable", "path": request.url.path, "door": "soap"})
         return fault_response(

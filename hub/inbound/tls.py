@@ -12,12 +12,11 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+from hub.inbound.deadline import DeadlineHttpToolsProtocol
 from hub.signing.truststore import TrustStore, fingerprint
 
 
-class TLSHttpToolsProtocol(HttpToolsProtocol):
+class TLSHttpToolsProtocol(DeadlineHttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hub.errors import ErrorCode, Rejected, Unavailable
-from hub.inbound.http import XML, authenticated_party, http_status, read_body, refusal, unavailable
+from hub.inbound.http import HUB_MESSAGE_ID, XML, authenticated_party, http_status, read_body, refusal, unavailable
 from hub.outbound.acks import signed_acknowledgements
 from hub.outbound.feed import acknowledgement, read, sequence
 from hub.outbound.intake import MAX_ACK_BYTES, AckIntake, Applied
@@ -43,6 +44,8 @@ from hub.store.models import Delivery, Message
 log = logging.getLogger("hub.acks")
 
 MAX_FEED = 1000
+DELIVERY_ID = re.compile(HUB_MESSAGE_ID.pattern + r":[A-Za-z0-9_-]{1,64}")
+"""The form of a delivery's id: ``<hub message id>:<provider id>`` (``hub.routing.deliveries``)."""
 
 
 def intake_of(request: Request, runtime: Runtime) -> AckIntake:
@@ -157,7 +160,9 @@ async def get_delivery_envelope(request: Request) -> Response:
     try:
         provider = provider_of_token(request, intake_of(request, runtime))
         delivery_id = request.path_params["delivery_id"]
-        row = await run_in_threadpool(_envelope_of, runtime, delivery_id) if len(delivery_id) <= 101 else None
+        row = None
+        if DELIVERY_ID.fullmatch(delivery_id):  # only an id of the hub's form goes to the database (not a NUL byte)
+            row = await run_in_threadpool(_envelope_of, runtime, delivery_id)
         if row is None or row.provider != provider:
             raise Rejected(ErrorCode.MESSAGE_NOT_FOUND, "no delivery of that id is yours.")
         if row.envelope is None:
