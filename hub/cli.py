@@ -272,7 +272,7 @@ def serve_command(workers: int | None, port: int | None) -> None:
     """Serve the REST and SOAP doors (uvicorn, N worker processes, optional TLS)."""
     import dataclasses
 
-    from hub.inbound.server import serve
+    from hub.inbound.server import serve, server_options
     from hub.runtime import build_runtime
     from hub.settings import load_settings
     from hub.store.db import upgrade
@@ -280,6 +280,7 @@ def serve_command(workers: int | None, port: int | None) -> None:
     settings = load_settings()
     if port:
         settings = dataclasses.replace(settings, http_port=port)
+    server_options(settings)  # the TLS files first: a bad one leaves nothing written
     runtime = build_runtime(settings)  # fails now, with file and line, on a bad configuration
     upgrade(runtime.engine)
     runtime.close()

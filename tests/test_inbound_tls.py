@@ -5,6 +5,7 @@ A real uvicorn server (TLS, client certificates required) in a thread, on SQLite
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
 import threading
@@ -63,7 +64,7 @@ def tls_hub(tmp_path):
     deadline = time.time() + 10
     while not server_.started and time.time() < deadline:
         time.sleep(0.05)
-    yield f"https://127.0.0.1:{port}", server_cert, clients, tmp_path
+    yield f"https://127.0.0.1:{port}", server_cert, clients, tmp_path, runtime
     server_.should_exit = True
     thread.join(timeout=10)
     runtime.close()
@@ -79,7 +80,7 @@ def client(base, server_cert, cert=None):
 
 
 def test_the_signers_own_certificate_is_accepted(tls_hub):
-    base, server_cert, clients, _ = tls_hub
+    base, server_cert, clients, _ = tls_hub[:4]
     with client(base, server_cert, clients[ex.FINANCE]) as http:
         response = http.post(
             "/v1/messages", content=keyring().sign(example("payment")), headers={"Content-Type": "application/xml"}
@@ -88,7 +89,7 @@ def test_the_signers_own_certificate_is_accepted(tls_hub):
 
 
 def test_another_senders_certificate_is_refused_even_with_a_valid_signature(tls_hub):
-    base, server_cert, clients, _ = tls_hub
+    base, server_cert, clients, _ = tls_hub[:4]
     with client(base, server_cert, clients[ex.SOCIAL]) as http:
         response = http.post(
             "/v1/messages", content=keyring().sign(example("payment")), headers={"Content-Type": "application/xml"}
@@ -98,21 +99,55 @@ def test_another_senders_certificate_is_refused_even_with_a_valid_signature(tls_
     assert b"signed by 0308357159" in response.content
 
 
+def _soap_request(envelope: bytes) -> bytes:
+    body = envelope.split(b"?>", 1)[1] if envelope.startswith(b"<?xml") else envelope
+    soap = b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
+    return soap + b"<s:Body>" + body + b"</s:Body></s:Envelope>"
+
+
+def test_the_batch_and_soap_doors_hold_the_certificate_to_the_signer_too(tls_hub):
+    """Every door that accepts envelopes checks the client certificate against the signer, not POST /v1/messages
+    alone: social security's certificate carrying the tax administration's envelopes gets nothing accepted."""
+    base, server_cert, clients, _ = tls_hub[:4]
+    theirs = keyring().sign(example("payment"))
+    with client(base, server_cert, clients[ex.SOCIAL]) as http:
+        batch = http.post("/v1/batches", json={"envelopes": [base64.b64encode(theirs).decode()]})
+        soap = http.post(
+            "/soap", content=_soap_request(theirs), headers={"Content-Type": "text/xml", "SOAPAction": '""'}
+        )
+    assert batch.status_code == 207, batch.text
+    assert [(r["status"], r["code"]) for r in batch.json()["results"]] == [(403, "NOT_AUTHORISED")]
+    assert soap.status_code == 500 and b"NOT_AUTHORISED" in soap.content, soap.text
+    with client(base, server_cert, clients[ex.FINANCE]) as http:  # the signer's own certificate: accepted
+        batch = http.post("/v1/batches", json={"envelopes": [base64.b64encode(theirs).decode()]})
+    assert [r["status"] for r in batch.json()["results"]] == [201]
+
+
+def test_a_certificate_past_its_registered_window_is_refused(tls_hub, monkeypatch):
+    """``valid_until`` in senders.yaml ends a certificate for the hub even while TLS (its own dates) accepts it."""
+    base, server_cert, clients, _, runtime = tls_hub
+    monkeypatch.setattr(runtime.intake, "clock", lambda: CREATED + timedelta(days=3650))
+    with client(base, server_cert, clients[ex.FINANCE]) as http:
+        response = http.get("/v1/acks", headers={"Authorization": f"Bearer {TOKENS[ex.FINANCE]}"})
+    assert response.status_code == 401, response.text
+    assert b"CERT_EXPIRED" in response.content
+
+
 def test_without_a_client_certificate_the_handshake_fails(tls_hub):
-    base, server_cert, _, _ = tls_hub
+    base, server_cert, _, _ = tls_hub[:4]
     with pytest.raises(httpx.HTTPError), client(base, server_cert) as http:
         http.post("/v1/messages", content=b"<x/>", headers={"Content-Type": "application/xml"})
 
 
 def test_an_unknown_client_certificate_is_refused_by_tls(tls_hub):
-    base, server_cert, _, tmp_path = tls_hub
+    base, server_cert, _, tmp_path = tls_hub[:4]
     stranger = write_key_pair(key_pair("stranger"), tmp_path / "stranger", "s")
     with pytest.raises(httpx.HTTPError), client(base, server_cert, stranger) as http:
         http.post("/v1/messages", content=b"<x/>", headers={"Content-Type": "application/xml"})
 
 
 def test_the_certificate_identifies_the_reader_of_a_status(tls_hub):
-    base, server_cert, clients, _ = tls_hub
+    base, server_cert, clients, _ = tls_hub[:4]
     with client(base, server_cert, clients[ex.FINANCE]) as http:
         created = http.post(
             "/v1/messages",

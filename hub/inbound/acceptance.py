@@ -157,12 +157,7 @@ class Intake:
         witness = _Witness(self.verifier)
         try:
             opened = self.open(data, now, witness=witness)
-            if client_party is not None and client_party != opened.verified.signer.party:
-                raise Rejected(
-                    ErrorCode.NOT_AUTHORISED,
-                    f"the TLS client certificate belongs to {client_party} but the envelope is signed by "
-                    f"{opened.verified.signer.party}; connect with the certificate of the signer.",
-                )
+            _check_client(client_party, opened)
             receipt = self._group.submit(_Pending(opened, data, door, now))
         except Rejected as refused:
             log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
@@ -173,8 +168,12 @@ class Intake:
         return receipt
 
     @metrics.timed("accept")
-    def submit_many(self, items: Sequence[bytes], *, door: str) -> list[Receipt | Rejected]:
-        """Accept a batch: each envelope gets its own receipt or refusal; one commit for all."""
+    def submit_many(
+        self, items: Sequence[bytes], *, door: str, client_party: str | None = None
+    ) -> list[Receipt | Rejected]:
+        """Accept a batch: each envelope gets its own receipt or refusal; one commit for all.
+
+        With ``client_party`` (the TLS client certificate's), each envelope must be signed by it."""
         now = self.clock()
         results: list[Receipt | Rejected | None] = []
         good: list[tuple[int, OpenedEnvelope, bytes]] = []
@@ -182,11 +181,13 @@ class Intake:
         for index, data in enumerate(items):
             witness = _Witness(self.verifier)
             try:
-                good.append((index, self.open(data, now, witness=witness), data))
+                opened = self.open(data, now, witness=witness)
+                _check_client(client_party, opened)
+                good.append((index, opened, data))
                 results.append(None)
             except Rejected as refused:
                 results.append(refused)
-                refusals.append((refused, witness.verified, None))
+                refusals.append((refused, witness.verified, client_party))
         # The same sender message id twice in one batch: the second waits for the first's outcome.
         seen: dict[tuple[str, str], int] = {}
         first_pass: list[tuple[int, OpenedEnvelope, bytes]] = []
@@ -203,7 +204,7 @@ class Intake:
         for index, opened, _ in good:
             outcome = results[index]
             if isinstance(outcome, Rejected):  # a sender message id used for another envelope
-                refusals.append((outcome, opened.verified, None))
+                refusals.append((outcome, opened.verified, client_party))
         self._record_refusals(refusals, door=door, now=now)
         outcomes = [r for r in results if r is not None]
         _counted_all(outcomes)
@@ -540,6 +541,16 @@ def _counted_all(results: Sequence[Receipt | Rejected]) -> None:
             repeats += 1
     metrics.count("accept", "accepted", created)
     metrics.count("accept", "repeat", repeats)
+
+
+def _check_client(client_party: str | None, opened: OpenedEnvelope) -> None:
+    """The TLS client certificate, when one was presented, must be the signer's (NOT_AUTHORISED)."""
+    if client_party is not None and client_party != opened.verified.signer.party:
+        raise Rejected(
+            ErrorCode.NOT_AUTHORISED,
+            f"the TLS client certificate belongs to {client_party} but the envelope is signed by "
+            f"{opened.verified.signer.party}; connect with the certificate of the signer.",
+        )
 
 
 def _key(envelope: Envelope) -> tuple[str, str]:

@@ -26,7 +26,7 @@ from kombu import Exchange, Producer
 from hub.broker.connection import RetryPolicy, connect
 from hub.broker.consumer import Properties, consume
 from hub.broker.retry import REDELIVERY
-from hub.broker.topology import notify_key
+from hub.broker.topology import notify_key, reply_queue
 from hub.errors import Rejected
 from hub.inbound.acceptance import Intake
 from hub.inbound.documents import error_document
@@ -36,17 +36,6 @@ log = logging.getLogger("hub.amqp")
 
 INBOUND_QUEUE = "hub.inbound"
 NOTIFY_EXCHANGE = Exchange("hub.notify", type="topic", durable=True)
-HUB_QUEUES = ("hub.", "provider.", "sender.")
-"""Prefixes of the queues of the hub's topology (``hub.broker.topology``): never a ``reply_to``."""
-
-
-def reply_queue(reply_to: str | None) -> str | None:
-    """Where to answer: ``reply_to``, unless it is missing or names a queue of the hub's own."""
-    if not reply_to or reply_to.startswith(HUB_QUEUES):
-        return None
-    return reply_to
-
-
 class AmqpDoor:
     def __init__(self, intake: Intake, broker_url: str) -> None:
         self.intake = intake

@@ -176,14 +176,18 @@ async def post_message(runtime: Runtime, request: Request) -> Response:
 
 
 def certificate_party(runtime: Runtime, request: Request) -> str | None:
-    """The party of the TLS client certificate (None without one); an unregistered one is refused."""
-    presented, party = client_party(request.scope, runtime.intake.verifier.trust)
-    if presented and party is None:
+    """The party of the TLS client certificate (None without one); an unregistered one is refused, and
+    one outside its registered window (``valid_from`` / ``valid_until``) too (CERT_EXPIRED, ...)."""
+    presented, registered = client_party(request.scope, runtime.intake.verifier.trust)
+    if not presented:
+        return None
+    if registered is None:
         raise Rejected(
             ErrorCode.UNAUTHENTICATED,
             "the TLS client certificate is not registered for any sender; use the certificate registered for you.",
         )
-    return party
+    registered.check_valid(runtime.intake.clock())
+    return registered.party
 
 
 def authenticated_party(runtime: Runtime, request: Request) -> str:
@@ -232,7 +236,8 @@ async def post_batch(runtime: Runtime, request: Request) -> Response:
         ) from exc
     if not envelopes or len(envelopes) > settings.max_batch:
         raise Rejected(ErrorCode.TOO_LARGE, f"a batch holds 1 to {settings.max_batch} envelopes, not {len(envelopes)}.")
-    outcomes = await run_in_threadpool(runtime.intake.submit_many, envelopes, door="rest-batch")
+    party = certificate_party(runtime, request)
+    outcomes = await run_in_threadpool(runtime.intake.submit_many, envelopes, door="rest-batch", client_party=party)
     results: list[dict[str, Any]] = []
     for outcome in outcomes:
         if isinstance(outcome, Receipt):

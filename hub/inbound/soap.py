@@ -34,7 +34,7 @@ from hub.envelope.model import ENVELOPE_NS
 from hub.envelope.schema import SCHEMA_FILES, schema_dir
 from hub.errors import ErrorCode, Rejected, Unavailable
 from hub.inbound.documents import error_element, status_element
-from hub.inbound.http import authenticated_party, closing, read_body
+from hub.inbound.http import authenticated_party, certificate_party, closing, read_body
 from hub.runtime import Runtime
 from hub.safexml import ParseLimits, element_path, parse
 
@@ -262,7 +262,8 @@ def _read_request(data: bytes, limits: ParseLimits) -> tuple[Operation, Payload]
 
 async def publish_message(runtime: Runtime, request: Request, envelope: Payload) -> Answer:
     assert isinstance(envelope, bytes)
-    receipt = await run_in_threadpool(runtime.intake.submit, envelope, door="soap")
+    party = certificate_party(runtime, request)
+    receipt = await run_in_threadpool(runtime.intake.submit, envelope, door="soap", client_party=party)
     # The receipt travels verbatim: its bytes are those the hub signed and stored.
     return _without_declaration(receipt.xml), {"X-Hub-Message-Id": receipt.message_id}
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hub.inbound.deadline import DeadlineHttpToolsProtocol
-from hub.signing.truststore import TrustStore, fingerprint
+from hub.signing.truststore import TrustedCertificate, TrustStore, fingerprint
 
 
 class TLSHttpToolsProtocol(DeadlineHttpToolsProtocol):
@@ -34,10 +34,9 @@ def client_certificate_der(scope: Mapping[str, Any]) -> bytes | None:
     return ssl.PEM_cert_to_DER_cert(chain[0]) if chain else None
 
 
-def client_party(scope: Mapping[str, Any], trust: TrustStore) -> tuple[bool, str | None]:
-    """(a certificate was presented, the party it is registered for, if any)."""
+def client_party(scope: Mapping[str, Any], trust: TrustStore) -> tuple[bool, TrustedCertificate | None]:
+    """(a certificate was presented, its registration, if it is registered for a party)."""
     der = client_certificate_der(scope)
     if der is None:
         return False, None
-    entry = trust.by_fingerprint(fingerprint(der))
-    return True, entry.party if entry is not None else None
+    return True, trust.by_fingerprint(fingerprint(der))
