@@ -280,6 +280,19 @@ def test_a_reply_queue_that_does_not_exist_loses_the_answer_not_the_changes(work
     assert DeadLetters(worker.broker_url).count() == 0
 
 
+def test_an_answer_never_goes_to_one_of_the_hubs_own_queues(worker, directory, declared):
+    """A reply_to naming a provider's delivery queue (or any hub.*, sender.* queue) is not followed:
+    the changes apply, and the provider's queue gets no JSON answer posing as a delivery."""
+    with connect(declared) as connection:
+        declare(connection, ["doccle"])
+        connection.channel().queue_purge("provider.doccle")
+    send(worker.broker_url, [change("link", ssin(83))], reply_to="provider.doccle")
+    wait_for("link", lambda: directory.get(CITIZEN, ssin(83)))
+    time.sleep(0.3)  # an answer, had there been one, was published before the change was acked
+    assert take(declared, "provider.doccle") is None
+    assert DeadLetters(worker.broker_url).count() == 0
+
+
 # -- refused whole: dead-lettered, nothing applied ---------------------------------------------------
 
 

@@ -262,3 +262,16 @@ def declare_at(url: str, providers: Iterable[str] = (), senders: Iterable[str] =
 def _close_quietly(channel: object) -> None:
     with contextlib.suppress(Exception):  # a channel the broker already closed; nothing to release
         channel.close()  # type: ignore[attr-defined]
+
+
+HUB_QUEUE_PREFIXES = ("hub.", "provider.", "sender.")
+"""Prefixes of the queues of the hub's topology: never a ``reply_to``."""
+
+
+def reply_queue(reply_to: str | None) -> str | None:
+    """Where to answer a message published to one of the hub's doors: its ``reply_to``, unless it is
+    missing or names a queue of the hub's own (anyone may publish to a door, and its answers must not
+    land in a provider's deliveries, another sender's acknowledgements or the hub's work queues)."""
+    if not reply_to or reply_to.startswith(HUB_QUEUE_PREFIXES):
+        return None
+    return reply_to

@@ -124,7 +124,7 @@ def changes_of(body: bytes) -> list[Any]:
         items = json.loads(body)["changes"]
         if not isinstance(items, list):
             raise TypeError("changes is not a list")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise Rejected(
             ErrorCode.SCHEMA_INVALID,
             f'the request is not {{"changes": [{{"op": ..., "kind": ..., "id": ..., "at": ...}}, ...]}} '

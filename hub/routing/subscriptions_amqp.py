@@ -10,7 +10,8 @@ A provider publishes to the exchange ``hub.subscriptions`` (direct), routing key
     header ``x-hub-provider``   its provider id, as in ``config/providers.yaml``
     header ``authorization``    ``Bearer <token>``: one of its API tokens (``api_token_sha256`` there)
     content_type               ``application/json``
-    reply_to                   optional: the queue that gets the answer (through the default exchange)
+    reply_to                   optional: the queue that gets the answer (through the default exchange);
+                               never one of the hub's own queues (hub.*, provider.*, sender.*)
     correlation_id             optional: copied to the answer (else the message's ``message_id``)
     body                       ``{"changes": [{"op": ..., "kind": ..., "id": ..., "at": ...}, ...]}``:
                                1 to 1,000 changes (``MAX_CHANGES``), at most 1 MiB (``MAX_SUBSCRIPTION_BYTES``)
@@ -60,7 +61,7 @@ from typing import Any
 from hub.broker.connection import RetryPolicy
 from hub.broker.consumer import HANDLER_BACKOFF, Properties, consume
 from hub.broker.retry import Copy, Republisher, Unroutable
-from hub.broker.topology import SUBSCRIPTIONS_QUEUE
+from hub.broker.topology import SUBSCRIPTIONS_QUEUE, reply_queue
 from hub.errors import ErrorCode, Rejected
 from hub.inbound.documents import error_document
 from hub.inbound.http import http_status
@@ -220,7 +221,8 @@ class SubscriptionsConsumer:
 
     def _answer(self, body: bytes, headers: dict[str, Any], content_type: str, properties: Properties) -> None:
         """Send the answer to ``reply_to`` (none without it), confirmed; a reply queue that does not exist loses it."""
-        if not properties.reply_to:
+        reply_to = reply_queue(properties.reply_to)
+        if reply_to is None:
             return
         correlation = properties.correlation_id or properties.message_id
         answer = Copy(
@@ -232,7 +234,7 @@ class SubscriptionsConsumer:
         )
         try:
             with self._lock:
-                self._publisher.publish(answer, exchange="", routing_key=properties.reply_to)
+                self._publisher.publish(answer, exchange="", routing_key=reply_to)
         except Unroutable:
             log.warning(
                 "no reply queue",

@@ -333,10 +333,7 @@ ATTACKS: tuple[Attack, ...] = (
 )
 
 
-KNOWN_BUGS: dict[str, str] = {
-    "subscriptions/deeply-nested-json": "hub/routing/directory_http.py changes_of lets json.loads' RecursionError "
-    "through (a 500); it is outside the files this suite may fix: add RecursionError to the exceptions it catches",
-}
+KNOWN_BUGS: dict[str, str] = {}
 """Attacks the hub lets through today, by id, with the bug: their tests are expected to fail (strict: once the
 bug is fixed, the test passes and the run fails until the entry is removed)."""
 

@@ -157,11 +157,6 @@ def test_the_same_folder_without_the_mistake_starts(started, tmp_path):
     assert len(started) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub/cli.py serve_command builds the runtime (the database, the hub key in var/) before serve() checks "
-    "the TLS files; outside the files this suite may fix: check server_options(settings) first",
-)
 def test_missing_tls_files_are_refused_before_anything_is_written(started, tmp_path):
     mistake = MISTAKES["config/tls-key-missing"]
     _, result = run(tmp_path, mistake.files, *mistake.command)
