@@ -319,6 +319,7 @@ def test_mistakes_in_routing_yaml_name_the_line(tmp_path, text, line, fragment):
         ("providers:\n  - id: a\n    name: A\n    capabilities: [papers]\n", 4, "did you mean 'paper'?"),
         ("providers:\n  - id: a\n    name: A\n    delivery: {channel: http, url: http://x}\n", 4, "https://"),
         ("providers:\n  - id: a b\n    name: A\n", 2, "names a queue"),
+        ("providers:\n  - id: hub\n    name: Not the hub\n", 2, "the hub's own name"),
         (
             "providers:\n  - id: a\n    name: A\n    maintenance:\n      - {from: 2026-01-02T00:00:00Z, until: "
             "2026-01-01T00:00:00Z}\n",

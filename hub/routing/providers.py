@@ -18,6 +18,9 @@ from hub.errors import ConfigError
 from hub.routing.recipients import RecipientKind
 from hub.signing.truststore import TrustedCertificate
 
+RESERVED_ID = "hub"
+"""Not a provider id: acknowledgements issued by ``hub`` are the hub's own (``hub.outbound.acks``)."""
+
 
 class Capability(StrEnum):
     REGISTERED = "registered"
@@ -120,6 +123,8 @@ def load_providers(path: Path) -> ProviderCatalog:
             raise entry.error("use letters, digits, '-' and '_' (it names a queue)", "id")
         if ident in providers:
             raise entry.error(f"provider {ident!r} is listed twice", "id")
+        if ident == RESERVED_ID:
+            raise entry.error(f"{RESERVED_ID!r} is the hub's own name (the issuer of its acknowledgements)", "id")
         kinds = entry.get("kinds", list, ["citizen", "enterprise"])
         for kind in kinds:
             if kind not in RecipientKind.__members__.values():
