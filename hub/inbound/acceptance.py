@@ -8,6 +8,14 @@ A receipt is returned only after the transaction committed: nothing the hub said
 id, same bytes) returns the original receipt; the same id with other bytes is refused
 ``DUPLICATE_MESSAGE_ID``.
 
+Doors whose senders authenticate otherwise than by signing the envelope (the e-Box compatibility
+doors: a WS-Security signature over a SOAP request, a JWT signed with the sender's certificate)
+hand the hub the message they mapped, with the registered certificate that authenticated it:
+``Intake.submit_on_behalf`` writes the envelope from that model, signs it with the hub's key
+(the hub vouches for the mapping; providers receive that envelope), and runs it through the same
+checks (schema, rules, authorisation) and the same transaction as any other. The receipt quotes
+the digest the door computed of the request as received.
+
 A refusal of an envelope whose sender the hub could identify (its signature verified against
 a registered sender, or the TLS client certificate named the party) is counted for the
 monthly statistics: one ``refusals`` row (sender, submitter, message type, code, door) and
@@ -34,8 +42,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import metrics
+from hub.envelope.builder import build_envelope, to_bytes
 from hub.envelope.model import ENVELOPE_NS, TYPES_NS, Envelope, Header
 from hub.envelope.rules import expiry_for
+from hub.envelope.validation import validate_envelope
 from hub.errors import ErrorCode, Rejected
 from hub.groupcommit import GroupCommit
 from hub.inbound.authorisation import authorise
@@ -43,8 +53,9 @@ from hub.inbound.opening import OpenedEnvelope, open_envelope
 from hub.inbound.receipts import ReceiptSigner
 from hub.inbound.senders import SenderDirectory
 from hub.routing.rules import MessageFacts
-from hub.safexml import ParseLimits
+from hub.safexml import ParseLimits, parse
 from hub.signing.signer import Signer
+from hub.signing.truststore import TrustedCertificate
 from hub.signing.verifier import Verified, Verifier
 from hub.store.db import unavailable_on_outage
 from hub.store.models import AuditEntry, Base, Event, Message, OutboxEntry, Refusal
@@ -209,6 +220,51 @@ class Intake:
         outcomes = [r for r in results if r is not None]
         _counted_all(outcomes)
         return outcomes
+
+    @metrics.timed("accept")
+    def submit_on_behalf(
+        self, envelope: Envelope, *, credential: TrustedCertificate, door: str, request_digest: bytes
+    ) -> Receipt:
+        """Accept a message a compatibility door mapped from a request ``credential`` authenticated.
+
+        ``credential`` is the registered certificate (``senders.yaml``) that signed the request: it
+        must be the submitter's (``Header/Sender/OrganizationId``; an integrator sends for an
+        institution with ``OnBehalfOf``, as in an envelope) and valid now. ``request_digest`` (the
+        SHA-256 of the request as received, as the door defines it) stands for the envelope's in
+        the receipt and in idempotency: the same sender message id with another digest is refused
+        ``DUPLICATE_MESSAGE_ID``. Raises ``Rejected`` / ``Unavailable`` as ``submit`` does.
+        """
+        now = self.clock()
+        try:
+            submitter = envelope.header.sender.organization_id
+            if credential.party != submitter:
+                raise Rejected(
+                    ErrorCode.NOT_AUTHORISED,
+                    f"the request is signed by {credential.party} but names {submitter} as its sender; "
+                    "sign with the certificate of the organisation that sends.",
+                )
+            credential.check_valid(now)
+            signed = self.receipt_signer.sign(build_envelope(envelope))
+            data = to_bytes(signed)
+            root = parse(data, limits=self.parse_limits)  # the stored bytes, read back as any envelope is
+            checked = validate_envelope(
+                root,
+                now=now,
+                policy=lambda e: authorise(e, self.directory, hub_environment=self.environment),
+            )
+            opened = OpenedEnvelope(
+                envelope=checked,
+                verified=Verified(root=root, signer=credential, method=self.receipt_signer.method),
+                digest=request_digest,
+            )
+            receipt = self._group.submit(_Pending(opened, data, door, now))
+        except Rejected as refused:
+            log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
+            _counted(refused)
+            self._record_refusals([(refused, None, credential.party)], door=door, now=now)
+            raise
+        _counted(receipt)
+        return receipt
 
     # -- refusals -------------------------------------------------------------------------
 
