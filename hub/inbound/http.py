@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from hub import metrics as hub_metrics
 from hub.errors import ErrorCode, Rejected, Unavailable
@@ -288,7 +288,8 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=hub_metrics.CONTENT_TYPE)
 
 
-def routes() -> list[Route]:
+def routes() -> list[BaseRoute]:
+    from hub.compat import routes as compat_routes  # the e-Box compatibility doors, likewise
     from hub.inbound.soap import routes as soap_routes  # the SOAP door builds on this module: imported late
     from hub.outbound.http import routes as ack_routes  # and the acknowledgements
     from hub.routing.directory_http import routes as directory_routes  # so does the recipient directory
@@ -303,6 +304,7 @@ def routes() -> list[Route]:
         *soap_routes(),
         *directory_routes(),
         *ack_routes(),
+        *compat_routes(),
     ]
 
 
