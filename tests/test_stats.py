@@ -272,7 +272,7 @@ def run(store, tmp_path, database_url):
     def invoke(*args: str):
         result = CliRunner().invoke(stats_group, list(args), env=env, catch_exceptions=False)
         assert result.exit_code == 0, result.output
-        return result.output
+        return result.stdout  # what a script reads; log records (a library's included) go to stderr
 
     return invoke
 

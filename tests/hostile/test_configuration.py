@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from hub.cli import cli
+from hub.metrics import MULTIPROC_ENV
 from tests.hostile.attacks import Attack, Door, attacks, params
 from tests.kit import key_pair
 
@@ -112,6 +113,10 @@ def started(monkeypatch, tmp_path) -> Iterator[list[object]]:  # type: ignore[no
     for name in [n for n in os.environ if n.startswith("HUB_")]:
         monkeypatch.delenv(name)  # the developer's own HUB_* variables must not leak in
     monkeypatch.chdir(tmp_path)
+    # `hub serve` (N workers) sets PROMETHEUS_MULTIPROC_DIR in this process: restored afterwards, so that later
+    # tests' /metrics count in this process again
+    monkeypatch.setenv(MULTIPROC_ENV, "unset")
+    monkeypatch.delenv(MULTIPROC_ENV)
     yield calls
 
 
