@@ -268,6 +268,11 @@ class Intake:
 
     # -- refusals -------------------------------------------------------------------------
 
+    def record_refusal(self, refused: Rejected, *, party: str, door: str, now: datetime | None = None) -> None:
+        """Count a refusal a door decided itself (before the intake saw a message) for ``party``, whom
+        the door authenticated: the same ``refusals`` row and audit entry as the intake's own."""
+        self._record_refusals([(refused, None, party)], door=door, now=now or self.clock())
+
     def _record_refusals(
         self, refusals: Sequence[tuple[Rejected, Verified | None, str | None]], *, door: str, now: datetime
     ) -> None:
