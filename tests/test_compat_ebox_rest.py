@@ -659,3 +659,13 @@ def test_a_token_ends_with_its_certificates_registered_window(tmp_path, database
         assert counts(runtime)["messages"] == 0
     finally:
         runtime.close()
+
+
+def test_with_a_public_url_only_the_token_endpoint_under_it_is_an_audience(hub, client):
+    """[http] public_url names the address senders use: an assertion for the address a request's Host
+    header claims (another service's, or the hub's under another name) gets no token."""
+    hub.settings = dataclasses.replace(hub.settings, public_url="https://hub.example.be")
+    refused = token_request(client, assertion(ex.SOCIAL))  # aud: http://testserver/..., the Host of the request
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    granted = token_request(client, assertion(ex.SOCIAL, aud="https://hub.example.be/ebox/oauth2/token"))
+    assert granted.status_code == 200, granted.text

@@ -144,8 +144,12 @@ def _token_error(error: str, description: str, status: int) -> Response:
     return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=NO_STORE)
 
 
-def audiences(request: Request) -> list[str]:
-    """The token endpoint's URL as this request reached it, over https and http (TLS may end at a proxy)."""
+def audiences(request: Request, public_url: str | None = None) -> list[str]:
+    """The token endpoint's URLs an assertion may name as its audience: under ``[http] public_url`` when
+    the operator set it (the address senders are given; a Host header cannot widen it), else as this
+    request reached it, over https and http (TLS may end at a proxy)."""
+    if public_url:
+        return [public_url.rstrip("/") + TOKEN_PATH]
     host = request.headers.get("host", request.url.netloc)
     return [f"https://{host}{TOKEN_PATH}", f"http://{host}{TOKEN_PATH}"]
 
@@ -175,7 +179,7 @@ async def token(request: Request) -> Response:
         credential = auth.verify_assertion(
             fields["client_assertion"],
             trust=runtime.intake.verifier.trust,
-            audiences=audiences(request),
+            audiences=audiences(request, runtime.settings.public_url),
             now=now,
             replays=_replays(request),
             client_id=fields.get("client_id"),
