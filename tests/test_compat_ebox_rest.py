@@ -669,3 +669,14 @@ def test_with_a_public_url_only_the_token_endpoint_under_it_is_an_audience(hub, 
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
     granted = token_request(client, assertion(ex.SOCIAL, aud="https://hub.example.be/ebox/oauth2/token"))
     assert granted.status_code == 200, granted.text
+
+
+def test_an_assertion_replayed_to_another_worker_process_gets_no_token(hub, client):
+    """Used assertions (jti) are registered in the store, not in one process's memory: a second app over
+    the same database (another `hub serve` worker) refuses the replay."""
+    once = assertion(ex.SOCIAL)
+    assert token_request(client, once).status_code == 200
+    with TestClient(build_app(hub)) as other_worker:
+        replayed = token_request(other_worker, once)
+    assert replayed.status_code == 401 and replayed.json()["error"] == "invalid_client"
+    assert "already used" in replayed.json()["error_description"]

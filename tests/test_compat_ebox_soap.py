@@ -409,6 +409,17 @@ def test_a_replayed_request_is_refused(finance):
     assert counts(finance.runtime)["messages"] == 1
 
 
+def test_a_replay_reaching_another_worker_process_is_refused_too(finance, sqlite_hub):
+    """The register of received signatures is in the store: a second app (another `hub serve` worker,
+    with its own memory) over the same database refuses the replay as well."""
+    publish(finance)
+    replay = finance.transport.last_response.request
+    other_worker = TestClient(build_app(sqlite_hub))
+    answer = other_worker.post(PATH, content=replay.content, headers=dict(replay.headers))
+    error = etree.fromstring(answer.content).find(f".//{ERR}BusinessError")
+    assert answer.status_code == 500 and error.findtext(f"{ERR}Code") == "SECURITY_REPLAY"
+
+
 def test_an_operation_the_hub_does_not_serve_and_a_soap_12_request_get_their_faults(finance):
     faultcode, code, _ = finance.fault(
         lambda: finance.service.getEboxInfo(EboxType="CITIZEN", EboxID=[{"INSS": ex.CITIZEN_A}])

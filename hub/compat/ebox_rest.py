@@ -22,6 +22,7 @@ number, a message's content or a token.
 
 from __future__ import annotations
 
+import functools
 import logging
 import urllib.parse
 import uuid
@@ -46,6 +47,7 @@ from hub.routing.directory_http import directory_of
 from hub.runtime import Runtime
 from hub.store.db import unavailable_on_outage
 from hub.store.models import Message
+from hub.store.single_use import SingleUse
 
 log = logging.getLogger("hub.compat.ebox_rest")
 
@@ -131,13 +133,14 @@ def _content_type(request: Request) -> str:
 # -- the token endpoint ---------------------------------------------------------------------------------
 
 
-def _replays(request: Request) -> auth.ReplayGuard:
+def _replays(request: Request, runtime: Runtime) -> SingleUse:
+    """The register of used assertions (``jti``): in the store, shared by every worker process."""
     state = request.app.state
-    guard: auth.ReplayGuard | None = getattr(state, "ebox_rest_replays", None)
-    if guard is None:
-        guard = auth.ReplayGuard()
-        state.ebox_rest_replays = guard
-    return guard
+    register: SingleUse | None = getattr(state, "ebox_rest_replays", None)
+    if register is None:
+        register = SingleUse(runtime.sessions)
+        state.ebox_rest_replays = register
+    return register
 
 
 def _token_error(error: str, description: str, status: int) -> Response:
@@ -176,14 +179,19 @@ async def token(request: Request) -> Response:
         )
     now = runtime.intake.clock()
     try:
-        credential = auth.verify_assertion(
-            fields["client_assertion"],
-            trust=runtime.intake.verifier.trust,
-            audiences=audiences(request, runtime.settings.public_url),
-            now=now,
-            replays=_replays(request),
-            client_id=fields.get("client_id"),
+        credential = await run_in_threadpool(
+            functools.partial(
+                auth.verify_assertion,
+                fields["client_assertion"],
+                trust=runtime.intake.verifier.trust,
+                audiences=audiences(request, runtime.settings.public_url),
+                now=now,
+                replays=_replays(request, runtime),
+                client_id=fields.get("client_id"),
+            )
         )
+    except Unavailable:
+        return _token_error("temporarily_unavailable", "the hub cannot check assertions now; retry shortly.", 503)
     except auth.AuthError as refused:
         log.info("token refused", extra={"event": "token_refused", "door": DOOR, "code": refused.code.value})
         return _token_error(refused.error, refused.message, 401)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hub.errors import ErrorCode, Rejected
 from hub.signing.keys import KeyPair
 from hub.signing.truststore import TrustedCertificate, TrustStore, fingerprint
+from hub.store.single_use import SingleUse
 
 GRANT_TYPE = "client_credentials"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -77,23 +77,6 @@ class Caller:
 
     party: str
     credential: TrustedCertificate
-
-
-class ReplayGuard:
-    """The ``jti`` of accepted assertions, per issuer, until they expire (thread-safe, in memory)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], datetime] = {}
-        self._lock = threading.Lock()
-
-    def first_use(self, issuer: str, jti: str, expires: datetime, now: datetime) -> bool:
-        with self._lock:
-            for key in [k for k, until in self._seen.items() if until < now - SKEW]:
-                del self._seen[key]
-            if (issuer, jti) in self._seen:
-                return False
-            self._seen[(issuer, jti)] = expires
-            return True
 
 
 def _b64url(value: str) -> bytes:
@@ -147,7 +130,7 @@ def verify_assertion(
     trust: TrustStore,
     audiences: Iterable[str],
     now: datetime,
-    replays: ReplayGuard,
+    replays: SingleUse,
     client_id: str | None = None,
 ) -> TrustedCertificate:
     """The registered certificate that signed a valid, fresh, first-used ``assertion``; else ``AuthError``."""
@@ -209,7 +192,7 @@ def verify_assertion(
         credential.check_valid(now)
     except Rejected as refused:
         raise AuthError("invalid_client", refused.message, code=refused.code) from None
-    if not replays.first_use(issuer, jti, expires, now):
+    if not replays.first_use("jwt-jti", f"{issuer}\0{jti}", expires + SKEW, now):
         raise AuthError("invalid_client", "this client assertion (jti) was already used; make a new one.")
     return credential
 

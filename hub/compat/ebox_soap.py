@@ -44,7 +44,7 @@ from hub.compat.ebox_soap_wssecurity import (
     WSSE_NS,
     Authenticated,
     Freshness,
-    ReplayCache,
+    Unfresh,
     authenticate,
     signed_response,
 )
@@ -58,6 +58,7 @@ from hub.safexml import ParseLimits, parse
 from hub.signing.truststore import TrustedCertificate
 from hub.store.db import ping, unavailable_on_outage
 from hub.store.models import Event, Message
+from hub.store.single_use import SingleUse
 
 log = logging.getLogger("hub.compat.ebox_soap")
 
@@ -85,7 +86,9 @@ class DoorSettings:
     freshness: Freshness = field(default_factory=Freshness)
     language: Language = Language.FR
     """The language of the texts (Title, FreeText): EBoxMessage v1 does not say which."""
-    replays: ReplayCache = field(default_factory=ReplayCache)
+    replays: SingleUse | None = None
+    """The register of signatures already received (``hub.store.single_use``: shared by every worker
+    process); made from the runtime's store on first use."""
     sign_responses: bool = True
     """Sign successful responses with the hub's key (the policy's recipient token); faults are not signed."""
     response_lifetime: timedelta = timedelta(minutes=5)
@@ -307,7 +310,11 @@ def _authenticated(runtime: Runtime, root: etree._Element, settings: DoorSetting
     now = runtime.intake.clock()
     try:
         authenticated = authenticate(root, trust=runtime.intake.verifier.trust, now=now, freshness=settings.freshness)
-        settings.replays.check(authenticated, now)
+        if settings.replays is None:
+            settings.replays = SingleUse(runtime.sessions)
+        signature, until = authenticated.signature_value, authenticated.remember_until
+        if not settings.replays.first_use("ws-security", signature, until, now):
+            raise Unfresh("SECURITY_REPLAY", "this signed request was already received (a replay); sign it anew.")
     except Rejected as refused:
         raise SoapFault(fault_of(refused, security=True)) from None
     return authenticated

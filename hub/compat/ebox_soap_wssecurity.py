@@ -28,7 +28,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -310,34 +309,6 @@ def _fresh_until(timestamp: etree._Element, now: datetime, freshness: Freshness)
             f"{int(freshness.max_age.total_seconds())} s old); sign each request when it is sent.",
         )
     return limit + skew
-
-
-class ReplayCache:
-    """Signature values seen while they were fresh: the same signed request twice is a replay. Thread-safe.
-
-    Per process: with several HTTP workers, a replay reaching another worker passes this check (the
-    Ticket/Sequence idempotency still stores nothing twice).
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._seen: dict[bytes, datetime] = {}
-        self._lock = threading.Lock()
-
-    def check(self, authenticated: Authenticated, now: datetime) -> None:
-        key = hashlib.sha256(authenticated.signature_value).digest()
-        with self._lock:
-            if len(self._seen) >= self.capacity or len(self._seen) % 1024 == 0:
-                self._seen = {k: until for k, until in self._seen.items() if until >= now}
-            seen = self._seen.get(key)
-            if seen is not None and seen >= now:
-                raise Unfresh(
-                    "SECURITY_REPLAY",
-                    "this signed request was already received (a replay); sign every request anew.",
-                )
-            if len(self._seen) >= self.capacity:
-                raise Unfresh("SECURITY_REPLAY", "too many requests in the freshness window; retry in a moment.")
-            self._seen[key] = authenticated.remember_until
 
 
 # --- the hub's responses -------------------------------------------------------------------------------------

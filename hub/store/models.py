@@ -217,6 +217,17 @@ class AuditEntry(Base):
     """The entry's place in the chain, given by the sealer in commit order; NULL until sealed."""
 
 
+class SingleUse(Base):
+    """A value a request may carry once (a WS-Security signature, a JWT ``jti``), by its SHA-256, until
+    ``until``: ``hub.store.single_use``. Rows past ``until`` are pruned; they no longer matter."""
+
+    __tablename__ = "single_use"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    until: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class Refusal(Base):
     """An envelope refused at intake from a sender the hub could identify: counted, never its content.
 
