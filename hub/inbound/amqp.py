@@ -36,6 +36,8 @@ log = logging.getLogger("hub.amqp")
 
 INBOUND_QUEUE = "hub.inbound"
 NOTIFY_EXCHANGE = Exchange("hub.notify", type="topic", durable=True)
+
+
 class AmqpDoor:
     def __init__(self, intake: Intake, broker_url: str) -> None:
         self.intake = intake
