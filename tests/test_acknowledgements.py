@@ -354,6 +354,7 @@ def test_a_provider_fetches_claim_checked_envelopes_and_acknowledges_them_like_a
     assert sorted(a.hub_message_id for a in acks) == sorted(submitted)  # type: ignore[type-var]
     for ack in acks:  # the digest the provider signs is of the envelope it fetched: the sender's bytes
         assert ack.envelope_digest == hashlib.sha256(submitted[ack.hub_message_id]).digest()  # type: ignore[index]
+    loop.now = datetime.now(UTC)  # the simulated provider reports on the real clock, the hub's must agree
     assert all(isinstance(r, Applied) for r in loop.acks.apply(acks))
     assert {loop.message(m).state for m in submitted} == {"delivered"}
 
@@ -567,6 +568,19 @@ def test_an_acknowledgement_keeps_when_it_happened_and_when_the_hub_received_it(
         assert (row.occurred_at, row.received_at) == (NOW + timedelta(minutes=90), NOW + timedelta(days=1))
     [delivered] = [e for e in loop.events(message_id) if e.kind == "delivered"]
     assert delivered.occurred_at == NOW + timedelta(minutes=90) and delivered.provider == "myebox"
+
+
+def test_an_acknowledgement_dated_in_the_future_or_before_its_delivery_is_refused(loop):
+    """OccurredAt goes into registered-mail proofs and decides whether a reply came in time: a provider cannot
+    date an event ahead of the hub's clock, nor before the delivery was routed to it (5 minutes of skew)."""
+    message_id = registered_letter(loop)
+    before = counts(loop)
+    for minutes in (60, -24 * 60):  # an hour ahead of the hub's time; a day before the routing
+        with pytest.raises(Rejected) as refused:
+            loop.report("myebox", message_id, Event.DELIVERED, minutes=minutes)
+        assert refused.value.code is ErrorCode.DATE_INCONSISTENT
+    assert counts(loop) == before
+    assert loop.report("myebox", message_id, Event.DELIVERED, minutes=4).outcome is Outcome.MOVED  # within the skew
 
 
 def test_a_2xx_from_a_pushed_provider_records_the_delivery_once(loop):

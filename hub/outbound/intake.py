@@ -33,7 +33,7 @@ import json
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
@@ -56,6 +56,9 @@ from hub.store.models import Event as EventRow
 from hub.store.wakeup import EVENTS, notify
 
 log = logging.getLogger("hub.acks")
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far a provider's clock may be off the hub's (``OccurredAt`` against routing and now)."""
 
 ACK_ROOTS = (b"<Acknowledgements", b":Acknowledgements")
 """How ``receive`` tells a batch from a single acknowledgement before parsing (then the schema decides)."""
@@ -301,6 +304,7 @@ class AckIntake:
                 f"delivery {delivery_id!r} was not routed to {ack.issuer!r}; a provider acknowledges its own",
             )
         message_id = delivery.message_id
+        _check_time(ack, delivery.created_at, now)
         previous = batch.seen.get((ack.issuer, ack.ack_id))
         if previous is not None:
             if previous != said:
@@ -342,6 +346,23 @@ class AckIntake:
             refused = reply_fits(options, ack.reply, ack.occurred_at)
         if refused is not None:
             raise Rejected.of([refused])
+
+
+def _check_time(ack: Acknowledgement, routed_at: datetime, now: datetime) -> None:
+    """A provider's ``OccurredAt`` (signed into registered-mail proofs, and the time a reply's deadline is
+    judged at) lies between the delivery's routing and now, give or take ``CLOCK_SKEW``: DATE_INCONSISTENT."""
+    if ack.occurred_at > now + CLOCK_SKEW:
+        raise Rejected(
+            ErrorCode.DATE_INCONSISTENT,
+            f"OccurredAt {ack.occurred_at.isoformat()} is in the future (the hub's time is {now.isoformat()}); "
+            "report an event when it has happened, and check the clock",
+        )
+    if ack.occurred_at < routed_at - CLOCK_SKEW:
+        raise Rejected(
+            ErrorCode.DATE_INCONSISTENT,
+            f"OccurredAt {ack.occurred_at.isoformat()} is before the delivery was routed to you "
+            f"({routed_at.isoformat()}); report when the event happened",
+        )
 
 
 class _Batch:
