@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import random
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from starlette.testclient import TestClient
 
@@ -481,6 +482,26 @@ def post_changes(client, changes, provider: str = "ebox", token: str | None = No
         json={"changes": changes},
         headers={"Authorization": f"Bearer {token}"},
     )
+
+
+def test_each_providers_request_that_changes_the_directory_is_in_the_audit_trail_without_a_number(hub, client):
+    """Who changed the directory, when, how much: one audit entry per request (provider, counts, a digest of the
+    ids), written with the changes; the national numbers themselves stay out of the trail."""
+    from hub.store.models import AuditEntry
+
+    person = ssin(61)
+    changes = [
+        {"op": "activate", "kind": "citizen", "id": person, "at": at(5).isoformat()},
+        {"op": "link", "kind": "citizen", "id": person, "at": at(5).isoformat()},
+        {"op": "link", "kind": "citizen", "id": wrong(person), "at": at(5).isoformat()},  # refused: not counted
+    ]
+    assert post_changes(client, changes).status_code == 200
+    with hub.sessions() as session:
+        [entry] = session.scalars(select(AuditEntry).where(AuditEntry.action == "directory-changes")).all()
+    assert entry.actor == "provider:ebox"
+    detail = json.loads(entry.detail)
+    assert (detail["changes"], detail["changed"], detail["ops"]) == (2, 2, {"activate": 1, "link": 1})
+    assert person not in entry.detail and person[:6] not in entry.detail
 
 
 def test_a_provider_sends_changes_and_gets_one_result_each(hub, client):

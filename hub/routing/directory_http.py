@@ -149,7 +149,7 @@ def apply_changes(directory: Directory, items: list[Any], provider: str, now: da
         except Rejected as refused:
             parsed.append(refused)
     valid = [p for p in parsed if isinstance(p, Change)]
-    changed = iter(directory.apply(valid))
+    changed = iter(directory.apply(valid, actor=f"provider:{provider}"))
     results: list[dict[str, Any]] = []
     for index, outcome in enumerate(parsed):
         if isinstance(outcome, Change):
