@@ -97,6 +97,7 @@ def running(tmp_path, database_url, broker_url) -> Iterator[tuple[Service, int]]
                 open_probability=1.0 if pid == "myebox" else 0.0, open_delay_s=0.05, reply_probability=1.0, seed=1
             ),
             poll=0.05,
+            clock=lambda: NOW,  # the hub's clock here: a provider may not date events ahead of it
         )
         for pid in USED
     ]
