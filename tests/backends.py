@@ -56,3 +56,35 @@ def rabbitmq_url() -> str:
     except Exception as exc:  # kombu raises several kinds; all mean "not reachable"
         unreachable("RabbitMQ", exc)
     return RABBITMQ_URL
+
+
+@contextmanager
+def own_vhost(url: str) -> Iterator[str]:
+    """``url`` in a fresh virtual host (the same user may use it), deleted afterwards; ``url`` unchanged where
+    ``rabbitmqctl`` is missing or refuses (another host's broker, no rights), or HUB_TEST_RABBITMQ_URL is set."""
+    import shutil
+    import subprocess
+
+    import kombu
+
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None or "HUB_TEST_RABBITMQ_URL" in os.environ:
+        yield url
+        return
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    parsed = kombu.Connection(url)
+
+    def ctl(*args: str) -> bool:
+        try:
+            return subprocess.run([rabbitmqctl, *args], capture_output=True, timeout=60, check=False).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+    if not (ctl("add_vhost", name) and ctl("set_permissions", "-p", name, parsed.userid, ".*", ".*", ".*")):
+        ctl("delete_vhost", name)
+        yield url
+        return
+    try:
+        yield f"amqp://{parsed.userid}:{parsed.password}@{parsed.hostname}:{parsed.port or 5672}/{name}"
+    finally:
+        ctl("delete_vhost", name)

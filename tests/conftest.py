@@ -38,9 +38,17 @@ def broker_url(request):
         # virtual host; broker tests empty the hub's queues before and after each test.
         yield f"memory://localhost/{uuid.uuid4().hex}"
     else:
-        from tests.backends import rabbitmq_url
+        yield request.getfixturevalue("rabbitmq_session_url")
 
-        yield rabbitmq_url()
+
+@pytest.fixture(scope="session")
+def rabbitmq_session_url():
+    """RabbitMQ in a virtual host of this test run's own (where ``rabbitmqctl`` can make one), so that two runs
+    on one broker (a developer's and a CI check) never delete or consume each other's queues."""
+    from tests.backends import own_vhost, rabbitmq_url
+
+    with own_vhost(rabbitmq_url()) as url:
+        yield url
 
 
 @pytest.fixture()

@@ -11,13 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,7 +38,7 @@ from hub.broker.retry import ATTEMPTS, QUEUE, REASON
 from hub.errors import ConfigError, ErrorCode, Rejected, Unavailable
 from hub.store.db import make_engine, session_factory, upgrade
 from hub.store.models import OutboxEntry
-from tests.backends import rabbitmq_url
+from tests.backends import own_vhost, rabbitmq_url
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDERS = ("myebox", "doccle")
@@ -69,32 +67,14 @@ def _delete_hub_queues(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def rabbitmq_vhost() -> Iterator[str | None]:
-    """A RabbitMQ virtual host of this run's own, so that runs side by side on one broker keep apart.
+    """A RabbitMQ virtual host of this module's own, so that runs side by side on one broker keep apart.
 
-    Made with ``rabbitmqctl`` where the broker is the local one and the tool works; else None
-    (the default virtual host, whose hub queues each test empties).
+    Made with ``rabbitmqctl`` where the broker is the local one and the tool works
+    (``tests.backends.own_vhost``); else None (the default virtual host, whose hub queues each test empties).
     """
-    rabbitmqctl = shutil.which("rabbitmqctl")
-    if rabbitmqctl is None or "HUB_TEST_RABBITMQ_URL" in os.environ:
-        yield None
-        return
-    name = f"hub_test_{uuid.uuid4().hex[:12]}"
-    user = Connection(rabbitmq_url()).userid
-
-    def ctl(*args: str) -> bool:
-        try:
-            return subprocess.run([rabbitmqctl, *args], capture_output=True, timeout=60, check=False).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            return False
-
-    if not (ctl("add_vhost", name) and ctl("set_permissions", "-p", name, user, ".*", ".*", ".*")):
-        ctl("delete_vhost", name)
-        yield None
-        return
-    try:
-        yield name
-    finally:
-        ctl("delete_vhost", name)
+    with own_vhost(rabbitmq_url()) as url:
+        vhost = Connection(url).virtual_host
+        yield None if vhost in ("/", "") else vhost
 
 
 @pytest.fixture

@@ -380,11 +380,11 @@ def test_a_database_outage_is_retried_then_applied_and_answered(worker, director
     calls: list[int] = []
     apply = directory.apply
 
-    def flaky(changes):  # type: ignore[no-untyped-def]
+    def flaky(changes, **options):  # type: ignore[no-untyped-def]
         calls.append(len(changes))
         if len(calls) < QUICK.attempts:
             raise Unavailable("the recipient directory cannot be reached")
-        return apply(changes)
+        return apply(changes, **options)
 
     monkeypatch.setattr(directory, "apply", flaky)
     send(worker.broker_url, [change("link", ssin(79))], reply_to=reply_to)
@@ -395,7 +395,7 @@ def test_a_database_outage_is_retried_then_applied_and_answered(worker, director
 
 
 def test_a_lasting_outage_is_dead_lettered_without_the_token(worker, directory, reply_to, monkeypatch):
-    def down(changes):  # type: ignore[no-untyped-def]
+    def down(changes, **options):  # type: ignore[no-untyped-def]
         raise Unavailable("the recipient directory cannot be reached")
 
     monkeypatch.setattr(directory, "apply", down)
