@@ -13,14 +13,11 @@ import base64
 import dataclasses
 import json
 import logging
-import threading
-import time
 from datetime import timedelta
 
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
@@ -55,6 +52,7 @@ from tests.compat_ebox_rest_kit import (
 )
 from tests.kit import NOW, directory, keyring
 from tests.test_inbound_rest import counts, make_hub
+from tests.test_inbound_soap import served  # noqa: F401 - the hub behind a real uvicorn, shared
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 """For the many small refusals: the database plays no part in them (the others run on both back ends)."""
@@ -590,24 +588,7 @@ def test_the_hub_never_needs_the_reference_at_run_time():
 # --- over the network ----------------------------------------------------------------------------------
 
 
-@pytest.fixture()
-def served(hub):
-    """The hub behind a real uvicorn server on a free port, in a thread."""
-    server = uvicorn.Server(uvicorn.Config(build_app(hub), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    assert not thread.is_alive()
-
-
-def test_a_sender_works_over_the_network(hub, served):
+def test_a_sender_works_over_the_network(hub, served):  # noqa: F811 - the shared fixture
     with httpx.Client(base_url=served, trust_env=False, timeout=10) as client:
         response = token_request(client, assertion(ex.SOCIAL, aud=f"{served}/ebox/oauth2/token"))
         assert response.status_code == 200, response.text
