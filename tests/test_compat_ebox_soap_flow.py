@@ -85,3 +85,52 @@ def test_published_by_soap_routed_to_providers_acknowledged_and_reported_read(lo
     acks = loop.sender_queue(expect=4)
     assert [a.event.value for a in acks] == ["accepted", "routed", "delivered", "opened"]
     assert {a.sender_message_id for a in acks} == {"ebox:INSP-2026:42"}
+
+
+def test_a_replacement_reaches_the_providers_and_they_are_told_to_remove_the_earlier(loop: Loop):
+    """A sender that may replace (``may_replace``) publishes other content under the same Ticket/Sequence:
+    the new message is routed as any other, and each provider holding the earlier one gets its ``expired``
+    notice (remove it) through its queue; the sender's channel carries the earlier one's ``expired`` event."""
+    import dataclasses
+
+    for directory in (loop.runtime.directory, loop.runtime.intake.directory):  # the door's, the intake's
+        social = dataclasses.replace(directory.institutions[ex.SOCIAL], may_replace=True)
+        directory.institutions[ex.SOCIAL] = social  # type: ignore[index]
+    loop.reads_with(ex.CITIZEN_A, "myebox", "irisbox")
+    client = ebox_client(loop.runtime, TestClient(build_app(loop.runtime)), keyring().pairs[ex.SOCIAL])
+
+    def publish(pdf: bytes) -> str:
+        main = Attachment(pdf)
+        client.attach(main)
+        return client.service.publishEboxMessage(
+            MessageID={"Ticket": "INSP-R", "Sequence": 1},
+            SenderID={"Application": "inspection", "Institution": ex.SOCIAL},
+            RecipientID=[{"INSS": ex.CITIZEN_A, "EboxType": "CITIZEN"}],
+            MessageType="FORMAL_NOTICE",
+            Document=document(pdf, title="Mise en demeure", name="mise-en-demeure.pdf", attachment=main),
+        )
+
+    first = publish(PDF)
+    assert loop.relay() == 1 and loop.route(1) == [None] and loop.relay() == 2
+    for provider in ("myebox", "irisbox"):
+        assert [got.headers["hub-message-id"] for got in loop.queue(provider, expect=1)] == [first]
+    loop.report("myebox", first, Event.DELIVERED, minutes=1)
+
+    second = publish(ex.minimal_pdf("Mise en demeure, corrigée"))
+    assert second != first
+    assert loop.relay() == 3  # the new message's routing, an expired notice to each provider of the first
+    for provider in ("myebox", "irisbox"):
+        [notice] = loop.queue(provider, expect=1)
+        assert notice.headers["notice"] == "expired" and notice.headers["hub-message-id"] == first
+    assert loop.route(1) == [None] and loop.relay() == 2
+    for provider in ("myebox", "irisbox"):
+        [got] = loop.queue(provider, expect=1)
+        assert got.headers["hub-message-id"] == second
+        envelope = read_envelope(parse(got.body))
+        assert envelope.header.sender_message_id == "ebox:INSP-R:1-r2"
+        assert envelope.content.document is not None
+        assert envelope.content.document.content == ex.minimal_pdf("Mise en demeure, corrigée")
+    assert loop.message(first).envelope is None and loop.message(first).expired_at is not None
+    assert consulted(client, "INSP-R", 1) == [False]  # the current message
+    loop.report("myebox", second, Event.OPENED, minutes=2)
+    assert consulted(client, "INSP-R", 1) == [True]

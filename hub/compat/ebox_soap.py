@@ -1,10 +1,12 @@
 """The e-Box EBoxMessage v1 SOAP door: institutions' existing e-Box clients, pointed at the hub unchanged.
 
 POST /ebox/soap/EboxMessage/v1     SOAP 1.1 document/literal, as the official WSDL says (use its address here):
-    publishEboxMessage   -> the message is accepted by ``Intake.submit_on_behalf`` (door ``ebox-soap``);
-                            the response's ID is the hub message id
+    publishEboxMessage   -> one message per RecipientID (up to 5), accepted all or none by
+                            ``Intake.submit_on_behalf_all`` (door ``ebox-soap``); the response's ID is the
+                            (first recipient's) hub message id; a replacement withdraws what it replaces
     hasAnEbox            -> the recipient directory (exists, exclusively e-Box, last connection date)
-    getMessageStatus     -> HasBeenConsulted from the hub's events (opened / replied), per Ticket/Sequence
+    getMessageStatus     -> HasBeenConsulted from the hub's events (opened / replied), per e-Box and
+                            Ticket/Sequence (the newest message when it was replaced)
     healthCheck          -> the monitoring answer (PING: the door; DEFAULT/DEEP: and the database / broker)
 
 Requests are ``text/xml``, or ``multipart/related`` with the files as MIME parts named by swaRef
@@ -24,12 +26,15 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NamedTuple
 
 from lxml import etree
 from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -50,7 +55,9 @@ from hub.compat.ebox_soap_wssecurity import (
 )
 from hub.envelope.model import Language
 from hub.errors import ErrorCode, Rejected, Unavailable
+from hub.inbound.acceptance import Receipt
 from hub.inbound.http import UNREAD_BODY, read_body
+from hub.lifecycle.retention import RetentionScheduler
 from hub.routing.directory import Directory, recipient_key
 from hub.routing.recipients import RecipientKind
 from hub.runtime import Runtime
@@ -178,10 +185,15 @@ def _record(runtime: Runtime, refused: Rejected, party: str, now: datetime) -> N
 def publish(
     runtime: Runtime, entry: etree._Element, request: SoapRequest, credential: TrustedCertificate, language: Language
 ) -> etree._Element:
+    """One message per RecipientID, all accepted or none (``Intake.submit_on_behalf_all``); the answer's ID is
+    the first recipient's hub message id. The same Ticket/Sequence again: the same content is a repeat (the
+    original answer); other content is refused DUPLICATE_MESSAGE, unless the institution may replace
+    (``senders.yaml`` ``may_replace``): then it is published anew (the keys' next generation) and the
+    messages of the current generation are withdrawn in the same transaction (``hub.lifecycle.retention``)."""
     now = runtime.intake.clock()
     try:
         schema.check(entry)
-        envelope = mapping.publish_to_envelope(
+        envelopes = mapping.publish_to_envelopes(
             entry,
             request,
             party=credential.party,
@@ -193,10 +205,75 @@ def publish(
     except Rejected as refused:
         _record(runtime, refused, credential.party, now)
         raise
-    receipt = runtime.intake.submit_on_behalf(
-        envelope, credential=credential, door=DOOR, request_digest=mapping.request_digest(envelope)
+    digest = mapping.requests_digest(envelopes)
+    ticket, sequence = mapping.message_ids(entry.find(_T + "MessageID"))
+    institution_id = envelopes[0].header.sender.institution_id
+    integrator = runtime.directory.integrators.get(credential.party)
+    acting = credential.party == institution_id or (integrator is not None and institution_id in integrator.mandates)
+    # Not the institution's to send: the intake refuses it; what is stored under its tickets is not looked at.
+    generation, current = _current(runtime, institution_id, ticket, sequence) if acting else (1, [])
+    then = None
+    keys = {envelope.header.sender_message_id for envelope in mapping.keyed(envelopes, ticket, sequence, generation)}
+    if current and any(row.envelope_sha256 != digest.hex() for row in current):
+        institution = runtime.directory.institutions.get(institution_id)
+        if institution is not None and institution.may_replace and generation < mapping.MAX_GENERATION:
+            generation += 1
+            then = _withdrawal(runtime, [row.id for row in current])
+        elif keys != {row.sender_message_id for row in current}:  # another set of recipients: no key to refuse by
+            duplicate = Rejected(
+                ErrorCode.DUPLICATE_MESSAGE_ID,
+                f"Ticket/Sequence already used for another request (hub message {current[0].id}); give each "
+                "message its own Sequence.",
+                path="/PublishMessage/Header/SenderMessageId",
+            )
+            _record(runtime, duplicate, credential.party, now)
+            raise duplicate
+    if generation > 1:
+        envelopes = mapping.keyed(envelopes, ticket, sequence, generation)
+    receipts = runtime.intake.submit_on_behalf_all(
+        envelopes, credential=credential, door=DOOR, request_digest=digest, then=then
     )
-    return mapping.publish_response(receipt.message_id)
+    return mapping.publish_response(receipts[0].message_id)
+
+
+class _Row(NamedTuple):
+    id: str
+    sender_message_id: str
+    envelope_sha256: str
+
+
+def _current(runtime: Runtime, institution_id: str, ticket: str, sequence: int | None) -> tuple[int, list[_Row]]:
+    """The latest generation of an institution's messages under Ticket/Sequence and its messages; (1, []) if none."""
+    with unavailable_on_outage(), runtime.sessions() as session:
+        rows = session.execute(
+            select(Message.id, Message.sender_message_id, Message.envelope_sha256).where(
+                Message.institution_id == institution_id,
+                Message.sender_message_id.startswith(mapping.ticket_part(ticket) + ":", autoescape=True),
+            )
+        ).all()
+    by_generation: dict[int, list[_Row]] = {}
+    for row in rows:
+        parts = mapping.key_parts(row.sender_message_id, ticket)
+        if parts is not None and parts[0] == sequence:
+            by_generation.setdefault(parts[2], []).append(_Row(*row))
+    if not by_generation:
+        return 1, []
+    latest = max(by_generation)
+    return latest, by_generation[latest]
+
+
+def _withdrawal(runtime: Runtime, replaced: list[str]) -> Callable[[Session, list[Receipt], datetime], None]:
+    """Withdraw the ``replaced`` messages by the expiry path, in the transaction that stores their replacement."""
+
+    def withdraw(session: Session, receipts: list[Receipt], now: datetime) -> None:
+        why = {"reason": "replaced", "replaced_by": [receipt.message_id for receipt in receipts]}
+        report = RetentionScheduler.for_runtime(runtime).withdraw(session, replaced, now, why=why)
+        log.info(
+            "replaced",
+            extra={"event": "replaced", "door": DOOR, "withdrawn": report.expired, "notices": report.notices},
+        )
+
+    return withdraw
 
 
 def has_an_ebox(runtime: Runtime, entry: etree._Element) -> etree._Element:
@@ -244,13 +321,19 @@ def _status_of(runtime: Runtime, party: str, item: etree._Element) -> mapping.St
                 Message.recipient_kind == kind.value,
                 Message.recipient_id == ident,
             )
+            .order_by(Message.accepted_at.desc())
             .limit(100)
         ).all()
-        matches = []
+        # Per (institution, Sequence): the newest generation's message (a replaced one answers no more).
+        latest: dict[tuple[str, int | None], tuple[int, Any]] = {}
         for row in rows:
-            found = mapping.sequence_of(row.sender_message_id, ticket)
-            if found is not False and (sequence is None or found == sequence):
-                matches.append(row)
+            parts = mapping.key_parts(row.sender_message_id, ticket)
+            if parts is None or (sequence is not None and parts[0] != sequence):
+                continue
+            key = (row.institution_id, parts[0])
+            if key not in latest or parts[2] > latest[key][0]:
+                latest[key] = (parts[2], row)
+        matches = [row for _, row in latest.values()]
         if not matches:
             return "NOT_FOUND"
         if len(matches) > 1:

@@ -1,12 +1,14 @@
 """EBoxMessage v1 <-> the hub's message model: pure functions, no I/O.
 
-``publishEboxMessage`` becomes one ``Envelope`` (``docs/ebox-compatibility.md`` has the table):
+``publishEboxMessage`` becomes one ``Envelope`` per RecipientID (``docs/ebox-compatibility.md`` has the table):
 
-- MessageID Ticket + Sequence -> ``sender_message_id`` (``sender_key``): the idempotency key;
+- MessageID Ticket + Sequence -> ``sender_message_id`` (``sender_key``): the idempotency key; with several
+  recipients, each message's key adds the recipient's position (``/1`` .. ``/5``), and a replacement (a
+  sender that may replace) the generation (``-r2``, ``-r3``, ...);
 - SenderID Institution / Application -> the sender (an integrator's certificate with another institution's
   CBE: ``on_behalf_of``); without SenderID, the certificate's institution and its only application;
-- RecipientID (one) -> the recipient: INSS a citizen, CompanyID (+ SubentityId) an enterprise, Person the
-  "for the attention of"; EboxType must agree; a QualityCode travels as business data;
+- RecipientID (1 to 5, each another e-Box) -> the recipient: INSS a citizen, CompanyID (+ SubentityId) an
+  enterprise, Person the "for the attention of"; EboxType must agree; a QualityCode travels as business data;
 - MessageType -> the message type; IsRegistered -> registered mail;
 - Document / Annex (swaRef) -> the main document / annexes: the MIME part's bytes, the declared Digest
   checked; Title -> the subject and the document's title;
@@ -76,15 +78,46 @@ def sender_key(ticket: str, sequence: int | None) -> str:
     return f"{ticket_part(ticket)}:{NO_SEQUENCE if sequence is None else sequence}"
 
 
-def sequence_of(key: str, ticket: str) -> int | bool | None:
-    """The Sequence of a sender key of ``ticket`` (None: none given); False when the key is not ``ticket``'s."""
+MAX_RECIPIENTS = 5
+"""RecipientID maxOccurs in the contract."""
+MAX_GENERATION = 99_999_999
+"""Replacements of one Ticket/Sequence the keys can number (``-r`` and 8 digits: a key stays within 64)."""
+_REST = re.compile(r"(none|[0-9]+)(?:/([1-5]))?(?:-r([0-9]{1,8}))?")
+
+
+def message_key(ticket: str, sequence: int | None, position: int | None = None, generation: int = 1) -> str:
+    """The ``sender_message_id`` of a recipient's message of a Ticket + Sequence (at most 64 characters).
+
+    ``position``: the recipient's place (1-5) in a request with several (None: the only one, the key is
+    ``sender_key``'s); ``generation``: 1 for the first content, 2 and on for replacements."""
+    key = sender_key(ticket, sequence)
+    if position is not None:
+        key += f"/{position}"
+    if generation > 1:
+        key += f"-r{generation}"
+    return key
+
+
+def key_parts(key: str, ticket: str) -> tuple[int | None, int | None, int] | None:
+    """(Sequence, position, generation) of a key of ``ticket`` (``message_key``); None when it is not ``ticket``'s."""
     prefix = ticket_part(ticket) + ":"
     if not key.startswith(prefix):
-        return False
-    rest = key[len(prefix) :]
-    if rest == NO_SEQUENCE:
         return None
-    return int(rest) if rest.isdigit() else False
+    found = _REST.fullmatch(key[len(prefix) :])
+    if found is None:
+        return None
+    sequence, position, generation = found.groups()
+    return (
+        None if sequence == NO_SEQUENCE else int(sequence),
+        None if position is None else int(position),
+        1 if generation is None else int(generation),
+    )
+
+
+def sequence_of(key: str, ticket: str) -> int | bool | None:
+    """The Sequence of a sender key of ``ticket`` (None: none given); False when the key is not ``ticket``'s."""
+    parts = key_parts(key, ticket)
+    return False if parts is None else parts[0]
 
 
 def message_ids(element: etree._Element) -> tuple[str, int | None]:
@@ -157,17 +190,7 @@ def _sender(request: etree._Element, party: str, directory: SenderDirectory) -> 
     )
 
 
-def _recipient(request: etree._Element) -> m.Recipient:
-    recipients = request.findall(_T + "RecipientID")
-    if len(recipients) != 1:
-        raise Refused(
-            ErrorCode.SCHEMA_INVALID,
-            "INVALID_RECIPIENT",
-            f"the hub publishes to one RecipientID per request (found {len(recipients)}); send one request per "
-            "recipient, each with its own Sequence.",
-            element=request,
-        )
-    element = recipients[0]
+def _recipient(element: etree._Element) -> m.Recipient:
     kind, ident, sub = entity(element)
     ebox_type, _ = audience(element)
     check_audience(kind, ebox_type, element)
@@ -177,6 +200,33 @@ def _recipient(request: etree._Element) -> m.Recipient:
         name = f"{_text(person, _T + 'FirstName')} {_text(person, _T + 'LastName')}"
         attention = m.ForTheAttentionOf(ssin=_text(person, _T + "INSS"), name=name)
     return m.Recipient(ebox_type=kind, id=ident, sub_entity_id=sub, for_the_attention_of=attention)
+
+
+def _recipients(request: etree._Element) -> list[tuple[m.Recipient, etree._Element]]:
+    """Each RecipientID (1 to 5), in order; the same e-Box twice is refused (its position named, not its number)."""
+    elements = request.findall(_T + "RecipientID")
+    if not 1 <= len(elements) <= MAX_RECIPIENTS:
+        raise Refused(
+            ErrorCode.SCHEMA_INVALID,
+            "INVALID_RECIPIENT",
+            f"a request has 1 to {MAX_RECIPIENTS} RecipientID (found {len(elements)}).",
+            element=request,
+        )
+    found: list[tuple[m.Recipient, etree._Element]] = []
+    seen: dict[tuple[m.EboxType, str, str | None], int] = {}
+    for position, element in enumerate(elements, start=1):
+        recipient = _recipient(element)
+        box = (recipient.ebox_type, recipient.id, recipient.sub_entity_id)
+        if box in seen:
+            raise Refused(
+                ErrorCode.SCHEMA_INVALID,
+                "INVALID_RECIPIENT",
+                f"RecipientID {position} is the e-Box of RecipientID {seen[box]}: name each recipient once.",
+                element=element,
+            )
+        seen[box] = position
+        found.append((recipient, element))
+    return found
 
 
 def _file(element: etree._Element, request: SoapRequest, lang: m.Language) -> m.Attachment:
@@ -259,7 +309,7 @@ def _business_data(
     return entries
 
 
-def publish_to_envelope(
+def publish_to_envelopes(
     request: etree._Element,
     attachments: SoapRequest,
     *,
@@ -268,12 +318,13 @@ def publish_to_envelope(
     now: datetime,
     language: m.Language,
     environment: str,
-) -> m.Envelope:
-    """The hub's message for a (schema-checked) PublishEboxMessageRequest signed by ``party``."""
+) -> list[m.Envelope]:
+    """The hub's messages for a (schema-checked) PublishEboxMessageRequest signed by ``party``: one per
+    RecipientID, in order, the same content each, keyed by ``message_key`` (the first generation)."""
     ticket, sequence = message_ids(request.find(_T + "MessageID"))
     message_type = _text(request, _T + "MessageType") or ""
     sender = _sender(request, party, directory)
-    recipient = _recipient(request)
+    recipients = _recipients(request)
     if not TOKEN.fullmatch(message_type):
         raise Refused(
             ErrorCode.UNKNOWN_MESSAGE_TYPE,
@@ -300,23 +351,51 @@ def publish_to_envelope(
     free_text = _text(request, f"{_T}FreeInformation/{_T}FreeText")
     title = _text(document_element, _T + "Title") or ""
     is_registered = _text(request, _T + "IsRegistered")
-    header = m.Header(
-        sender_message_id=sender_key(ticket, sequence),
-        sender=sender,
-        recipient=recipient,
-        message_type=message_type,
-        created=now,
-        registered=is_registered in ("true", "1"),
-        environment=m.Environment(environment),
+    several = len(recipients) > 1
+    envelopes = []
+    for position, (recipient, element) in enumerate(recipients, start=1):
+        header = m.Header(
+            sender_message_id=message_key(ticket, sequence, position if several else None),
+            sender=sender,
+            recipient=recipient,
+            message_type=message_type,
+            created=now,
+            registered=is_registered in ("true", "1"),
+            environment=m.Environment(environment),
+        )
+        content = m.Content(
+            subjects=(m.Text(lang=language, value=title),),
+            bodies=(m.Text(lang=language, value=free_text),) if free_text else (),
+            document=document,
+            annexes=annexes,
+            business_data=tuple(_business_data(request, element, language)),
+        )
+        envelopes.append(m.Envelope(header=header, content=content))
+    return envelopes
+
+
+def publish_to_envelope(
+    request: etree._Element,
+    attachments: SoapRequest,
+    *,
+    party: str,
+    directory: SenderDirectory,
+    now: datetime,
+    language: m.Language,
+    environment: str,
+) -> m.Envelope:
+    """The hub's message for a (schema-checked) PublishEboxMessageRequest with one RecipientID signed by ``party``."""
+    envelopes = publish_to_envelopes(
+        request, attachments, party=party, directory=directory, now=now, language=language, environment=environment
     )
-    content = m.Content(
-        subjects=(m.Text(lang=language, value=title),),
-        bodies=(m.Text(lang=language, value=free_text),) if free_text else (),
-        document=document,
-        annexes=annexes,
-        business_data=tuple(_business_data(request, request.find(_T + "RecipientID"), language)),
-    )
-    return m.Envelope(header=header, content=content)
+    if len(envelopes) != 1:
+        raise Refused(
+            ErrorCode.SCHEMA_INVALID,
+            "INVALID_RECIPIENT",
+            f"one RecipientID expected (found {len(envelopes)}).",
+            element=request,
+        )
+    return envelopes[0]
 
 
 def request_digest(envelope: m.Envelope) -> bytes:
@@ -327,6 +406,30 @@ def request_digest(envelope: m.Envelope) -> bytes:
     """
     timeless = replace(envelope, header=replace(envelope.header, created=_EPOCH))
     return hashlib.sha256(to_bytes(build_envelope(timeless))).digest()
+
+
+def keyed(envelopes: list[m.Envelope], ticket: str, sequence: int | None, generation: int) -> list[m.Envelope]:
+    """``envelopes`` (from ``publish_to_envelopes``) with the keys of replacement ``generation``."""
+    several = len(envelopes) > 1
+    return [
+        replace(
+            envelope,
+            header=replace(
+                envelope.header,
+                sender_message_id=message_key(ticket, sequence, position if several else None, generation),
+            ),
+        )
+        for position, envelope in enumerate(envelopes, start=1)
+    ]
+
+
+def requests_digest(envelopes: list[m.Envelope]) -> bytes:
+    """The digest of a request mapped to ``envelopes`` (generation 1 keys): ``request_digest`` of the only one
+    (as before several recipients were served: stored digests still match), else the SHA-256 of theirs in order.
+    """
+    if len(envelopes) == 1:
+        return request_digest(envelopes[0])
+    return hashlib.sha256(b"".join(request_digest(envelope) for envelope in envelopes)).digest()
 
 
 # --- status -------------------------------------------------------------------------------------------------

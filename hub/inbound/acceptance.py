@@ -14,7 +14,9 @@ hand the hub the message they mapped, with the registered certificate that authe
 ``Intake.submit_on_behalf`` writes the envelope from that model, signs it with the hub's key
 (the hub vouches for the mapping; providers receive that envelope), and runs it through the same
 checks (schema, rules, authorisation) and the same transaction as any other. The receipt quotes
-the digest the door computed of the request as received.
+the digest the door computed of the request as received. ``Intake.submit_on_behalf_all`` does so for
+the several messages one request maps to (one per recipient): all checked, then all stored in one
+transaction, or none; a repeat must repeat them all.
 
 A refusal of an envelope whose sender the hub could identify (its signature verified against
 a registered sender, or the TLS client certificate named the party) is counted for the
@@ -236,27 +238,7 @@ class Intake:
         """
         now = self.clock()
         try:
-            submitter = envelope.header.sender.organization_id
-            if credential.party != submitter:
-                raise Rejected(
-                    ErrorCode.NOT_AUTHORISED,
-                    f"the request is signed by {credential.party} but names {submitter} as its sender; "
-                    "sign with the certificate of the organisation that sends.",
-                )
-            credential.check_valid(now)
-            signed = self.receipt_signer.sign(build_envelope(envelope))
-            data = to_bytes(signed)
-            root = parse(data, limits=self.parse_limits)  # the stored bytes, read back as any envelope is
-            checked = validate_envelope(
-                root,
-                now=now,
-                policy=lambda e: authorise(e, self.directory, hub_environment=self.environment),
-            )
-            opened = OpenedEnvelope(
-                envelope=checked,
-                verified=Verified(root=root, signer=credential, method=self.receipt_signer.method),
-                digest=request_digest,
-            )
+            opened, data = self._open_on_behalf(envelope, credential=credential, request_digest=request_digest, now=now)
             receipt = self._group.submit(_Pending(opened, data, door, now))
         except Rejected as refused:
             log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
@@ -265,6 +247,89 @@ class Intake:
             raise
         _counted(receipt)
         return receipt
+
+    def _open_on_behalf(
+        self, envelope: Envelope, *, credential: TrustedCertificate, request_digest: bytes, now: datetime
+    ) -> tuple[OpenedEnvelope, bytes]:
+        """``submit_on_behalf``'s checks of one mapped message: the envelope the hub writes, signs and opens."""
+        submitter = envelope.header.sender.organization_id
+        if credential.party != submitter:
+            raise Rejected(
+                ErrorCode.NOT_AUTHORISED,
+                f"the request is signed by {credential.party} but names {submitter} as its sender; "
+                "sign with the certificate of the organisation that sends.",
+            )
+        credential.check_valid(now)
+        signed = self.receipt_signer.sign(build_envelope(envelope))
+        data = to_bytes(signed)
+        root = parse(data, limits=self.parse_limits)  # the stored bytes, read back as any envelope is
+        checked = validate_envelope(
+            root,
+            now=now,
+            policy=lambda e: authorise(e, self.directory, hub_environment=self.environment),
+        )
+        opened = OpenedEnvelope(
+            envelope=checked,
+            verified=Verified(root=root, signer=credential, method=self.receipt_signer.method),
+            digest=request_digest,
+        )
+        return opened, data
+
+    @metrics.timed("accept")
+    def submit_on_behalf_all(
+        self,
+        envelopes: Sequence[Envelope],
+        *,
+        credential: TrustedCertificate,
+        door: str,
+        request_digest: bytes,
+        then: Callable[[Session, list[Receipt], datetime], None] | None = None,
+    ) -> list[Receipt]:
+        """Accept the messages one request maps to (one per recipient), all or nothing.
+
+        Each is checked as ``submit_on_behalf`` checks one; a refusal of any refuses the request (its
+        message says which: "message N of M", in the request's order) and nothing is stored. Then one
+        transaction stores them all, each receipted with ``request_digest``. A repeat must be a repeat of
+        every one of them (each sender message id stored with the same digest): the original receipts;
+        any other overlap with what is stored is refused ``DUPLICATE_MESSAGE_ID``. The envelopes' sender
+        message ids must differ (``ValueError`` otherwise: the door's mistake, not the sender's).
+
+        ``then`` (``session``, the new receipts, the acceptance time) runs in the same transaction, after
+        the inserts, only when the messages are new (a door withdrawing what they replace); an
+        exception from it undoes everything. Raises ``Rejected`` / ``Unavailable``.
+        """
+        now = self.clock()
+        if not envelopes:
+            raise ValueError("no envelope to accept")
+        if len({_key(e) for e in envelopes}) != len(envelopes):
+            raise ValueError("the envelopes of one request need distinct sender message ids")
+        try:
+            pending = []
+            for position, envelope in enumerate(envelopes, start=1):
+                try:
+                    opened, data = self._open_on_behalf(
+                        envelope, credential=credential, request_digest=request_digest, now=now
+                    )
+                except Rejected as refused:
+                    if len(envelopes) == 1:
+                        raise
+                    first = refused.violations[0]
+                    raise Rejected(
+                        first.code,
+                        f"message {position} of {len(envelopes)}: {first.message}",
+                        path=first.path,
+                        line=first.line,
+                        more=refused.violations[1:],
+                    ) from None
+                pending.append(_Pending(opened, data, door, now))
+            receipts = self._store_all(pending, then)
+        except Rejected as refused:
+            log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
+            _counted(refused)
+            self._record_refusals([(refused, None, credential.party)], door=door, now=now)
+            raise
+        _counted_all(receipts)
+        return receipts
 
     # -- refusals -------------------------------------------------------------------------
 
@@ -377,6 +442,46 @@ class Intake:
                     if previous is None:
                         raise
                     return [_repeat(previous, opened)]
+        for item, message_id, _ in fresh:
+            log.info(
+                "accepted",
+                extra={
+                    "event": "accepted",
+                    "door": item.door,
+                    "message_id": message_id,
+                    "institution": item.opened.envelope.header.sender.institution_id,
+                },
+            )
+        return answers
+
+    def _store_all(
+        self, batch: Sequence[_Pending], then: Callable[[Session, list[Receipt], datetime], None] | None
+    ) -> list[Receipt]:
+        """``submit_on_behalf_all``'s storing: all new in one transaction, or all repeats, or refused."""
+        with unavailable_on_outage(), self.sessions() as session:
+            opened = [item.opened for item in batch]
+            existing = self._existing(session, opened)
+            if existing:
+                return _all_repeats(batch, existing)
+            fresh: list[tuple[_Pending, str, bytes]] = []
+            answers: list[Receipt] = []
+            for item in batch:
+                message_id = str(uuid.uuid4())
+                receipt = self._receipt(item.opened, message_id, item.now)
+                fresh.append((item, message_id, receipt))
+                answers.append(Receipt(message_id, receipt, True, item.opened.envelope.header.sender.organization_id))
+            try:
+                self._insert(session, fresh)
+                if then is not None:
+                    then(session, answers, batch[0].now)
+                session.commit()
+            except IntegrityError:
+                # A concurrent submission of (part of) the same request won the race: answer against it.
+                session.rollback()
+                existing = self._existing(session, opened)
+                if not existing:
+                    raise
+                return _all_repeats(batch, existing)
         for item, message_id, _ in fresh:
             log.info(
                 "accepted",
@@ -627,3 +732,21 @@ def _repeat(previous: _Stored, opened: OpenedEnvelope) -> Receipt | Rejected:
             path="/PublishMessage/Header/SenderMessageId",
         )
     return Receipt(previous.id, previous.receipt, False, previous.submitter_id)
+
+
+def _all_repeats(batch: Sequence[_Pending], existing: Mapping[tuple[str, str], _Stored]) -> list[Receipt]:
+    """The original receipts when every envelope of ``batch`` is stored with its digest; else DUPLICATE_MESSAGE_ID."""
+    receipts: list[Receipt] = []
+    for item in batch:
+        previous = existing.get(_key(item.opened.envelope))
+        answer = _repeat(previous, item.opened) if previous is not None else None
+        if not isinstance(answer, Receipt):
+            stored = next(iter(existing.values()))
+            raise answer or Rejected(
+                ErrorCode.DUPLICATE_MESSAGE_ID,
+                f"sender message id {stored.sender_message_id!r} was already used for another request "
+                f"(hub message {stored.id}); give each message its own SenderMessageId.",
+                path="/PublishMessage/Header/SenderMessageId",
+            )
+        receipts.append(answer)
+    return receipts

@@ -29,7 +29,7 @@ MAX_BATCH = 10000
 # Every key an entry may hold, refused otherwise before any is read (so a typo gets a "did you mean").
 INSTITUTION_KEYS = (
     *("id", "name", "environment", "applications", "message_types", "certificates", "acknowledgements"),
-    *("logo_url", "contact", "api_token_sha256"),
+    *("logo_url", "contact", "api_token_sha256", "may_replace"),
 )
 INTEGRATOR_KEYS = ("id", "name", "mandates", "certificates", "acknowledgements", "api_token_sha256")
 # Unquoted, YAML reads 0206731645 as the octal number 35369893: the digits written are lost.
@@ -63,6 +63,10 @@ class Institution:
     contact: Mapping[str, str] = field(default_factory=dict)
     token_hashes: frozenset[str] = frozenset()
     """SHA-256 (hex) of the API tokens that read this institution's status and feeds."""
+    may_replace: bool = False
+    """Whether a message may be replaced: the e-Box SOAP door's publishEboxMessage with a Ticket/Sequence
+    already used and other content publishes the new content and withdraws the earlier message
+    (``hub.compat.ebox_soap``); without it, that is refused as a duplicate."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,6 +252,7 @@ def load_senders(path: Path) -> SenderDirectory:
             logo_url=entry.get("logo_url", str),
             contact={k: str(v) for k, v in entry.get("contact", dict, {}).items()},
             token_hashes=_tokens(entry),
+            may_replace=entry.get("may_replace", bool, False),
         )
         entry.finish()
     integrators: dict[str, Integrator] = {}

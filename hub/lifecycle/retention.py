@@ -94,6 +94,8 @@ RETENTION_LOCK = 0x6875_6272_6574  # "hubret": schedulers take turns (PostgreSQL
 UNREAD = ("routed", "delivered")
 """Message states of a message nobody opened yet (with at least one delivery on its way or delivered)."""
 NOTICE_CONTENT_TYPE = "application/xml"
+WITHDRAW_ATTEMPTS = 3
+"""Readings of a message to withdraw that changed under ``withdraw`` before it gives up (``Unavailable``)."""
 LONGEST_RETENTION_MONTHS = 36
 """The hub's longest retention unless a message type allows longer (reminder ranges reach back this far)."""
 
@@ -419,29 +421,7 @@ class RetentionScheduler:
 
     def _apply(self, session: Session, ids: Sequence[str], now: datetime) -> Report:
         """Plan and write what is due for the messages ``ids``, in the session's transaction."""
-        deliveries_query = (
-            select(
-                _deliveries.c.id,
-                _deliveries.c.message_id,
-                _deliveries.c.provider,
-                _deliveries.c.state,
-                _deliveries.c.priority,
-                _deliveries.c.not_before,
-            )
-            .where(_deliveries.c.message_id.in_(sorted(ids)))
-            .order_by(_deliveries.c.id)
-        )
-        if session.get_bind().dialect.name == "postgresql":  # as the acknowledgement intake: deliveries first
-            deliveries_query = deliveries_query.with_for_update()
-        targets: dict[str, list[_Target]] = {}
-        for found in session.execute(deliveries_query):
-            targets.setdefault(found.message_id, []).append(
-                _Target(found.id, found.provider, found.state, found.priority, found.not_before)
-            )
-        # Read again under the deliveries' locks: an acknowledgement may have moved them meanwhile.
-        rows = list(
-            session.execute(select(*_FACT_COLUMNS).where(_messages.c.id.in_(sorted(ids))).order_by(_messages.c.id))
-        )
+        targets, rows = self._read(session, ids)
         report = Report()
         writes = _Writes()
         for row in rows:
@@ -469,13 +449,76 @@ class RetentionScheduler:
                     report.warned += 1
                 else:
                     report.reminded += 1
+        self._write(session, writes)
+        return report
+
+    def withdraw(self, session: Session, ids: Sequence[str], now: datetime, *, why: dict[str, Any]) -> Report:
+        """Expire the messages ``ids`` now, whatever their ``expires_at``, in the session's transaction.
+
+        The expiry path itself (``_expire``): the content removed, every provider that may hold the
+        document told ``expired`` (remove it), deliveries not yet delivered ``expired``, an ``expired``
+        event for the sender and an ``expired`` audit entry, both with ``why`` (e.g. ``{"reason":
+        "replaced", "replaced_by": ...}``: ids and reasons only). A message already expired is left as it
+        is. The caller commits (or rolls back: then nothing of it happened).
+
+        A message that changed between its reading and its update (routed meanwhile) is read again; one
+        that keeps changing raises ``Unavailable``: the caller's transaction must not commit half of it."""
+        report = Report()
+        writes = _Writes()
+        pending = list(ids)
+        for _ in range(WITHDRAW_ATTEMPTS):
+            targets, rows = self._read(session, pending)
+            pending = []
+            for row in rows:
+                if row.expired_at is not None:
+                    continue
+                done = self._expire(session, row, targets.get(row.id, []), now, writes, why=why)
+                if done is None:
+                    pending.append(row.id)
+                else:
+                    report.expired += 1
+                    report.notices += done
+            if not pending:
+                break
+        else:
+            raise Unavailable("a message to withdraw kept changing meanwhile; try again in a moment")
+        self._write(session, writes)
+        return report
+
+    def _write(self, session: Session, writes: _Writes) -> None:
         connection = session.connection()
         for model, values in ((OutboxEntry, writes.outbox), (EventRow, writes.events), (AuditEntry, writes.audit)):
             if values:
                 connection.execute(insert(_table(model)), values)
         if writes.outbox or writes.events:
             notify(session, OUTBOX, EVENTS)  # notices for the relay, `expired` for the forwarder
-        return report
+
+    def _read(self, session: Session, ids: Sequence[str]) -> tuple[dict[str, list[_Target]], list[Any]]:
+        """The deliveries (locked first on PostgreSQL) and the facts of the messages ``ids``."""
+        deliveries_query = (
+            select(
+                _deliveries.c.id,
+                _deliveries.c.message_id,
+                _deliveries.c.provider,
+                _deliveries.c.state,
+                _deliveries.c.priority,
+                _deliveries.c.not_before,
+            )
+            .where(_deliveries.c.message_id.in_(sorted(ids)))
+            .order_by(_deliveries.c.id)
+        )
+        if session.get_bind().dialect.name == "postgresql":  # as the acknowledgement intake: deliveries first
+            deliveries_query = deliveries_query.with_for_update()
+        targets: dict[str, list[_Target]] = {}
+        for found in session.execute(deliveries_query):
+            targets.setdefault(found.message_id, []).append(
+                _Target(found.id, found.provider, found.state, found.priority, found.not_before)
+            )
+        # Read again under the deliveries' locks: an acknowledgement may have moved them meanwhile.
+        rows = list(
+            session.execute(select(*_FACT_COLUMNS).where(_messages.c.id.in_(sorted(ids))).order_by(_messages.c.id))
+        )
+        return targets, rows
 
     def _notify(
         self,
@@ -520,9 +563,18 @@ class RetentionScheduler:
         return len(told)
 
     def _expire(
-        self, session: Session, row: Any, deliveries: list[_Target], now: datetime, writes: _Writes
+        self,
+        session: Session,
+        row: Any,
+        deliveries: list[_Target],
+        now: datetime,
+        writes: _Writes,
+        *,
+        why: dict[str, Any] | None = None,
     ) -> int | None:
-        """Expiry: remove the content, expire what never arrived, tell the providers and the sender."""
+        """Expiry: remove the content, expire what never arrived, tell the providers and the sender.
+
+        ``why``: the reason in the event and the audit entry (default: retention, at ``expires_at``)."""
         after = [advance_delivery(d.state, Event.EXPIRED).state.value for d in deliveries]
         new_state = message_state(row.state, after).value if deliveries else None
         if new_state is None:  # never routed (or undeliverable): no delivery to decide by
@@ -549,7 +601,9 @@ class RetentionScheduler:
         told = [d for d in deliveries if d.state != DeliveryState.EXPIRED and not _held(d, now)]
         for delivery in told:
             writes.outbox.append(self._notice(row, delivery, Action.EXPIRE, now))
-        why = {"reason": "retention", "expires_at": row.expires_at.isoformat(), "content_removed": True}
+        if why is None:
+            why = {"reason": "retention", "expires_at": row.expires_at.isoformat()}
+        why = {**why, "content_removed": True}
         if row.state != "expired":  # routing found it expired already and told the sender then
             writes.events.append(
                 {
