@@ -442,16 +442,7 @@ class Intake:
                     if previous is None:
                         raise
                     return [_repeat(previous, opened)]
-        for item, message_id, _ in fresh:
-            log.info(
-                "accepted",
-                extra={
-                    "event": "accepted",
-                    "door": item.door,
-                    "message_id": message_id,
-                    "institution": item.opened.envelope.header.sender.institution_id,
-                },
-            )
+        _log_accepted(fresh)
         return answers
 
     def _store_all(
@@ -482,16 +473,7 @@ class Intake:
                 if not existing:
                     raise
                 return _all_repeats(batch, existing)
-        for item, message_id, _ in fresh:
-            log.info(
-                "accepted",
-                extra={
-                    "event": "accepted",
-                    "door": item.door,
-                    "message_id": message_id,
-                    "institution": item.opened.envelope.header.sender.institution_id,
-                },
-            )
+        _log_accepted(fresh)
         return answers
 
     def _existing(self, session: Session, opened: list[OpenedEnvelope]) -> dict[tuple[str, str], _Stored]:
@@ -707,6 +689,19 @@ def _counted_all(results: Sequence[Receipt | Rejected]) -> None:
             repeats += 1
     metrics.count("accept", "accepted", created)
     metrics.count("accept", "repeat", repeats)
+
+
+def _log_accepted(fresh: Sequence[tuple[_Pending, str, bytes]]) -> None:
+    for item, message_id, _ in fresh:
+        log.info(
+            "accepted",
+            extra={
+                "event": "accepted",
+                "door": item.door,
+                "message_id": message_id,
+                "institution": item.opened.envelope.header.sender.institution_id,
+            },
+        )
 
 
 def _check_client(client_party: str | None, opened: OpenedEnvelope) -> None:
