@@ -173,9 +173,7 @@ class Intake:
             _check_client(client_party, opened)
             receipt = self._group.submit(_Pending(opened, data, door, now))
         except Rejected as refused:
-            log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
-            _counted(refused)
-            self._record_refusals([(refused, witness.verified, client_party)], door=door, now=now)
+            self._refused(refused, witness.verified, client_party, door=door, now=now)
             raise
         _counted(receipt)
         return receipt
@@ -241,9 +239,7 @@ class Intake:
             opened, data = self._open_on_behalf(envelope, credential=credential, request_digest=request_digest, now=now)
             receipt = self._group.submit(_Pending(opened, data, door, now))
         except Rejected as refused:
-            log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
-            _counted(refused)
-            self._record_refusals([(refused, None, credential.party)], door=door, now=now)
+            self._refused(refused, None, credential.party, door=door, now=now)
             raise
         _counted(receipt)
         return receipt
@@ -324,14 +320,20 @@ class Intake:
                 pending.append(_Pending(opened, data, door, now))
             receipts = self._store_all(pending, then)
         except Rejected as refused:
-            log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
-            _counted(refused)
-            self._record_refusals([(refused, None, credential.party)], door=door, now=now)
+            self._refused(refused, None, credential.party, door=door, now=now)
             raise
         _counted_all(receipts)
         return receipts
 
     # -- refusals -------------------------------------------------------------------------
+
+    def _refused(
+        self, refused: Rejected, verified: Verified | None, party: str | None, *, door: str, now: datetime
+    ) -> None:
+        """What a refused submission leaves: a log line, the refusal counter, and (sender identified) its count."""
+        log.info("refused", extra={"event": "refused", "door": door, "code": refused.code.value})
+        _counted(refused)
+        self._record_refusals([(refused, verified, party)], door=door, now=now)
 
     def record_refusal(self, refused: Rejected, *, party: str, door: str, now: datetime | None = None) -> None:
         """Count a refusal a door decided itself (before the intake saw a message) for ``party``, whom
