@@ -374,30 +374,6 @@ def publish_to_envelopes(
     return envelopes
 
 
-def publish_to_envelope(
-    request: etree._Element,
-    attachments: SoapRequest,
-    *,
-    party: str,
-    directory: SenderDirectory,
-    now: datetime,
-    language: m.Language,
-    environment: str,
-) -> m.Envelope:
-    """The hub's message for a (schema-checked) PublishEboxMessageRequest with one RecipientID signed by ``party``."""
-    envelopes = publish_to_envelopes(
-        request, attachments, party=party, directory=directory, now=now, language=language, environment=environment
-    )
-    if len(envelopes) != 1:
-        raise Refused(
-            ErrorCode.SCHEMA_INVALID,
-            "INVALID_RECIPIENT",
-            f"one RecipientID expected (found {len(envelopes)}).",
-            element=request,
-        )
-    return envelopes[0]
-
-
 def request_digest(envelope: m.Envelope) -> bytes:
     """SHA-256 of what the request asks, independent of when it was sent: repeats match, other content does not.
 
