@@ -76,6 +76,16 @@ def _object(value: object, path: str) -> Mapping[str, Any]:
     return value
 
 
+def _optional(doc: Mapping[str, Any], name: str, pattern: re.Pattern[str], message: str) -> str | None:
+    """``messageToPublish.<name>``: absent (None), or a non-empty string matching ``pattern`` (else ``message``)."""
+    if doc.get(name) is None:
+        return None
+    value = _string(doc[name], f"{ROOT}/{name}")
+    if not pattern.fullmatch(value):
+        raise invalid(message, f"{ROOT}/{name}")
+    return value
+
+
 def _string(value: object, path: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise invalid("must be a non-empty string.", path)
@@ -360,23 +370,13 @@ def read_publication(doc: object, files: Mapping[str, FilePart]) -> Publication:
     message_type = _string(doc["messageTypeId"], ROOT + "/messageTypeId")
     if not TOKEN64.fullmatch(message_type):
         raise invalid("messageTypeId: letters, digits and . _ : / - (1 to 64).", ROOT + "/messageTypeId")
-    original = None
-    if doc.get("originalMessageId") is not None:
-        original = _string(doc["originalMessageId"], ROOT + "/originalMessageId")
-        if not TOKEN64.fullmatch(original):
-            raise invalid("originalMessageId: the id of a message (1 to 64 characters).", ROOT + "/originalMessageId")
-    organization = None
-    if doc.get("senderOrganizationId") is not None:
-        organization = _string(doc["senderOrganizationId"], ROOT + "/senderOrganizationId")
-        if not CBE.fullmatch(organization):
-            raise invalid("senderOrganizationId is a CBE number: 10 digits.", ROOT + "/senderOrganizationId")
-    application = None
-    if doc.get("senderApplicationId") is not None:
-        application = _string(doc["senderApplicationId"], ROOT + "/senderApplicationId")
-        if not TOKEN64.fullmatch(application):
-            raise invalid(
-                "senderApplicationId: letters, digits and . _ : / - (1 to 64).", ROOT + "/senderApplicationId"
-            )
+    original = _optional(
+        doc, "originalMessageId", TOKEN64, "originalMessageId: the id of a message (1 to 64 characters)."
+    )
+    organization = _optional(doc, "senderOrganizationId", CBE, "senderOrganizationId is a CBE number: 10 digits.")
+    application = _optional(
+        doc, "senderApplicationId", TOKEN64, "senderApplicationId: letters, digits and . _ : / - (1 to 64)."
+    )
     expires = None if doc.get("expirationDate") is None else _datetime(doc["expirationDate"], ROOT + "/expirationDate")
 
     main, annexes = _attachments(doc.get("attachments"), files)
