@@ -21,15 +21,9 @@ from hub.cli import cli
 from hub.metrics import MULTIPROC_ENV
 from tests.hostile.attacks import Attack, Door, attacks, params
 from tests.kit import key_pair
+from tests.test_config import BASE
 
-INSTITUTION = """\
-institutions:
-  - id: "0308357159"
-    name: Federal tax administration
-    applications: [tax-on-web]
-    message_types:
-      TAX_ASSESSMENT: {max_retention_months: 36}
-"""
+INSTITUTION = BASE  # one valid institution (tests/test_config.py)
 PROVIDER = """\
   - id: myebox
     name: My eBox portal
