@@ -26,6 +26,7 @@ from hub.errors import ConfigError, Rejected, Unavailable
 from hub.lifecycle.audit_cli import audit_group
 from hub.lifecycle.retention_cli import lifecycle_group
 from hub.lifecycle.stats_cli import stats_group
+from hub.web.accounts_cli import web_group
 from hub.metrics import metrics_port_option
 from hub.outbound.commands import provider_group
 from hub.outbound.push_command import push_command
@@ -231,6 +232,7 @@ cli.add_command(dlq_group)
 cli.add_command(recipients_group)
 cli.add_command(provider_group)
 cli.add_command(stats_group)  # hub stats: monthly figures per institution
+cli.add_command(web_group)  # hub web account ...: the web console's accounts
 cli.add_command(audit_group)
 cli.add_command(lifecycle_group)  # hub lifecycle run: retention (warnings, reminders, expiry)
 

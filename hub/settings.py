@@ -44,6 +44,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "client_ca": "",
         "public_url": "",  # empty: http(s)://host:port
     },
+    "web": {
+        "enabled": True,
+        "secure_cookies": False,  # true: Secure cookies over plain HTTP too (TLS ended by a proxy); HTTPS always
+        "session_minutes": 30,
+        "max_pdf_bytes": 10 * 1024 * 1024,
+        "max_batch_rows": 50,
+    },
     "lifecycle": {"warn_days": 7, "reminder_days": 15, "check_every_s": 60.0},
     "metrics": {"host": "127.0.0.1", "port": 0},  # port 0: no metrics server (the HTTP app has /metrics)
     "log": {"format": "text", "level": "INFO"},
@@ -86,6 +93,12 @@ class Settings:
     client_ca: Path | None = None
     public_url: str = ""
     """Where providers reach this hub's HTTP door (claim-checked envelopes); empty: from host and port."""
+    web_enabled: bool = True
+    """Serve the web console (``/web``): self-service sending and the operator console (``hub.web``)."""
+    web_secure_cookies: bool = False
+    web_session_minutes: int = 30
+    web_max_pdf_bytes: int = 10 * 1024 * 1024
+    web_max_batch_rows: int = 50
     lifecycle_warn_days: int = 7
     lifecycle_reminder_days: int = 15
     lifecycle_check_every_s: float = 60.0
@@ -178,6 +191,12 @@ def section_problem(section: str, values: Mapping[str, Any]) -> tuple[str, str] 
         return "claim_check_bytes", f"must be at least 0 (0: never by reference), not {values['claim_check_bytes']}"
     if section == "http" and values["public_url"] and not str(values["public_url"]).startswith(("http://", "https://")):
         return "public_url", f"must start with http:// or https://, not {values['public_url']!r}"
+    if section == "web" and not 5 <= values["session_minutes"] <= 24 * 60:
+        return "session_minutes", f"must be between 5 and 1440 minutes, not {values['session_minutes']}"
+    if section == "web" and not 1024 <= values["max_pdf_bytes"] <= 64 * 1024 * 1024:
+        return "max_pdf_bytes", f"must be between 1024 and 67108864 bytes, not {values['max_pdf_bytes']}"
+    if section == "web" and not 1 <= values["max_batch_rows"] <= 1000:
+        return "max_batch_rows", f"must be between 1 and 1000, not {values['max_batch_rows']}"
     if section == "metrics" and not 0 <= values["port"] <= 65535:
         return "port", f"must be between 0 (off) and 65535, not {values['port']}"
     if section == "log" and values["format"] not in LOG_FORMATS:
@@ -222,7 +241,7 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         raise ConfigError(f"[retry] {problem[0]} {problem[1]} (after the HUB_RETRY_* variables)")
     if problem := lifecycle_problem(merged["lifecycle"]):
         raise ConfigError(f"[lifecycle] {problem[0]} {problem[1]} (after the HUB_LIFECYCLE_* variables)")
-    for section_name in ("metrics", "log", "broker", "http"):
+    for section_name in ("metrics", "log", "broker", "http", "web"):
         if problem := section_problem(section_name, merged[section_name]):
             raise ConfigError(
                 f"[{section_name}] {problem[0]} {problem[1]} (after the HUB_{section_name.upper()}_* variables)"
@@ -262,6 +281,11 @@ def load_settings(config_dir: str | Path | None = None, environ: Mapping[str, st
         tls_certificate=path_or_none(merged["http"]["tls_certificate"]),
         client_ca=path_or_none(merged["http"]["client_ca"]),
         public_url=str(merged["http"]["public_url"]).rstrip("/"),
+        web_enabled=bool(merged["web"]["enabled"]),
+        web_secure_cookies=bool(merged["web"]["secure_cookies"]),
+        web_session_minutes=int(merged["web"]["session_minutes"]),
+        web_max_pdf_bytes=int(merged["web"]["max_pdf_bytes"]),
+        web_max_batch_rows=int(merged["web"]["max_batch_rows"]),
         lifecycle_warn_days=int(merged["lifecycle"]["warn_days"]),
         lifecycle_reminder_days=int(merged["lifecycle"]["reminder_days"]),
         lifecycle_check_every_s=float(merged["lifecycle"]["check_every_s"]),

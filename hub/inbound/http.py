@@ -60,6 +60,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.ENVIRONMENT_MISMATCH: 403,
     ErrorCode.MESSAGE_NOT_FOUND: 404,
     ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.CSRF_INVALID: 403,
     ErrorCode.DUPLICATE_MESSAGE_ID: 409,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.ACK_UNKNOWN_DELIVERY: 404,
@@ -309,7 +310,12 @@ def routes() -> list[BaseRoute]:
 
 
 def build_app(runtime: Runtime, *, broker_probe: Callable[[], None] | None = None) -> Starlette:
-    app = Starlette(routes=routes())
+    web: list[BaseRoute] = []
+    if runtime.settings.web_enabled:
+        from hub.web import routes as web_routes  # the web console (/web): self-service sending, operators
+
+        web = web_routes()
+    app = Starlette(routes=routes() + web)
     app.state.runtime = runtime
     app.state.broker_probe = broker_probe
     app.state.metrics = hub_metrics.scrape_registry(*queue_depths(app, runtime))

@@ -20,7 +20,7 @@ from hub.configfile import Section, load_yaml
 from hub.envelope.identifiers import is_valid_cbe
 from hub.envelope.rules import MessageTypePolicy
 from hub.errors import ConfigError
-from hub.signing.keys import load_certificates
+from hub.signing.keys import KeyPair, load_certificates, load_key_pair
 from hub.signing.truststore import TrustedCertificate, TrustStore, trusted
 
 ACK_CHANNELS = ("amqp", "webhook", "polling")
@@ -29,7 +29,7 @@ MAX_BATCH = 10000
 # Every key an entry may hold, refused otherwise before any is read (so a typo gets a "did you mean").
 INSTITUTION_KEYS = (
     *("id", "name", "environment", "applications", "message_types", "certificates", "acknowledgements"),
-    *("logo_url", "contact", "api_token_sha256", "may_replace"),
+    *("logo_url", "contact", "api_token_sha256", "may_replace", "self_service"),
 )
 INTEGRATOR_KEYS = ("id", "name", "mandates", "certificates", "acknowledgements", "api_token_sha256")
 # Unquoted, YAML reads 0206731645 as the octal number 35369893: the digits written are lost.
@@ -51,6 +51,16 @@ class AckChannel:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SelfService:
+    """How the web console's self-service page sends for an institution (``hub.web``): the hub signs the
+    envelopes its users write with this key, whose certificate is one the institution has registered,
+    under this application id; the envelopes then go through the same intake as any other."""
+
+    application: str
+    keys: KeyPair = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Institution:
     id: str
     name: str
@@ -67,6 +77,8 @@ class Institution:
     """Whether a message may be replaced: the e-Box SOAP door's publishEboxMessage with a Ticket/Sequence
     already used and other content publishes the new content and withdraws the earlier message
     (``hub.compat.ebox_soap``); without it, that is refused as a duplicate."""
+    self_service: SelfService | None = None
+    """Set: the institution's users may send from the web console (``hub.web``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,6 +156,35 @@ def _certificates(section: Section, party: str, base: Path) -> tuple[TrustedCert
         for certificate in certificates:
             result.append(trusted(party, certificate, valid_from=valid_from, valid_until=valid_until, source=str(path)))
     return tuple(result)
+
+
+def _self_service(
+    section: Section, base: Path, applications: list[str], certificates: tuple[TrustedCertificate, ...]
+) -> SelfService | None:
+    """``self_service: {key, certificate, application}``: the key the hub signs web users' envelopes with."""
+    if "self_service" not in section.data:
+        return None
+    entry = section.section("self_service")
+    entry.expect("key", "certificate", "application")
+    paths = {}
+    for key in ("key", "certificate"):
+        name = entry.get(key, str, required=True)
+        paths[key] = Path(name) if Path(name).is_absolute() else base / name
+    application = entry.get("application", str, applications[0] if applications else None)
+    if application not in applications:
+        raise entry.error(f"{application!r} is not one of this institution's applications", "application")
+    entry.finish()
+    try:
+        keys = load_key_pair(paths["key"], paths["certificate"])
+    except ConfigError as exc:
+        raise entry.error(f"the self-service key: {exc}", "key") from exc
+    if not any(c.certificate == keys.certificate for c in certificates):
+        raise entry.error(
+            "the self-service certificate must be one of this institution's certificates: "
+            "the hub verifies the envelopes it signs for the institution like any other",
+            "certificate",
+        )
+    return SelfService(application=application, keys=keys)
 
 
 def _cbe(section: Section, key: str = "id") -> str:
@@ -241,18 +282,20 @@ def load_senders(path: Path) -> SenderDirectory:
         types = {name: _policy(section) for name, section in entry.section("message_types", required=True).items()}
         if not types:
             raise entry.error("list at least one message type", "message_types")
+        certificates = _certificates(entry, ident, base)
         institutions[ident] = Institution(
             id=ident,
             name=entry.get("name", str, required=True),
             environment=environment,
             applications=frozenset(applications),
             message_types=types,
-            certificates=_certificates(entry, ident, base),
+            certificates=certificates,
             acknowledgements=_acks(entry),
             logo_url=entry.get("logo_url", str),
             contact={k: str(v) for k, v in entry.get("contact", dict, {}).items()},
             token_hashes=_tokens(entry),
             may_replace=entry.get("may_replace", bool, False),
+            self_service=_self_service(entry, base, applications, certificates),
         )
         entry.finish()
     integrators: dict[str, Integrator] = {}

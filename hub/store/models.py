@@ -290,3 +290,54 @@ class RecipientProvider(Base):
     provider_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     unlinked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebAccount(Base):
+    """A person who signs in to the web console (``hub.web``) with a password and a TOTP code.
+
+    ``role``: ``institution`` (self-service sending for ``institution_id``) or ``operator``. The
+    password is kept as an Argon2id hash; ``totp_last_step`` is the time step of the last code
+    accepted, so a code is good once. After repeated failures the account is locked a while.
+    """
+
+    __tablename__ = "web_accounts"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    institution_id: Mapped[str | None] = mapped_column(String(10))
+    password_hash: Mapped[str] = mapped_column(Text)
+    totp_secret: Mapped[str] = mapped_column(String(64))
+    totp_last_step: Mapped[int | None] = mapped_column(Id64)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebSession(Base):
+    """A signed-in browser: the SHA-256 of its cookie (the cookie itself is never stored), who, and its CSRF token.
+
+    ``username`` is an account's, or ``cert:<party>`` for a sign-in with a TLS client certificate.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(80))
+    role: Mapped[str] = mapped_column(String(16))
+    institution_id: Mapped[str | None] = mapped_column(String(10))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class WebDraft(Base):
+    """A message a web user has written and previewed, signed, waiting for "Send" (or abandoned: pruned)."""
+
+    __tablename__ = "web_drafts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    session_sha256: Mapped[str] = mapped_column(String(64))
+    institution_id: Mapped[str] = mapped_column(String(10))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
