@@ -33,17 +33,21 @@ def test_a_user_signs_in_with_password_and_code_and_lands_on_their_messages(site
 
 
 def test_an_operator_lands_on_the_console(site):
-    runtime, client, clock, secrets = site
+    _runtime, client, clock, secrets = site
     answer = sign_in(client, clock, secrets, "ops")
     assert answer.headers["location"] == "/web/console"
 
 
 @pytest.mark.parametrize("what", ["password", "code", "user"])
 def test_a_wrong_password_code_or_user_is_refused_alike(site, what):
-    runtime, client, clock, secrets = site
+    _runtime, client, clock, secrets = site
     form = client.get("/web/signin")
-    data = {"csrf": csrf_of(form.text), "username": "tax.user", "password": PASSWORD,
-            "code": clock.next_code(secrets["tax.user"])}
+    data = {
+        "csrf": csrf_of(form.text),
+        "username": "tax.user",
+        "password": PASSWORD,
+        "code": clock.next_code(secrets["tax.user"]),
+    }
     if what == "password":
         data["password"] = "not the password at all"
     elif what == "code":
@@ -57,7 +61,7 @@ def test_a_wrong_password_code_or_user_is_refused_alike(site, what):
 
 
 def test_a_code_is_good_once(site):
-    runtime, client, clock, secrets = site
+    _runtime, client, clock, secrets = site
     code = clock.next_code(secrets["tax.user"])
     assert sign_in(client, clock, secrets, "tax.user", code=code).status_code == 303
     client.cookies.clear()
@@ -68,18 +72,26 @@ def test_five_failures_lock_the_account_even_for_the_right_password(site):
     runtime, client, clock, secrets = site
     for _ in range(5):
         form = client.get("/web/signin")
-        client.post("/web/signin", data={"csrf": csrf_of(form.text), "username": "tax.user", "password": "wrong-wrong-wrong",
-                                         "code": "123456"})
+        client.post(
+            "/web/signin",
+            data={
+                "csrf": csrf_of(form.text),
+                "username": "tax.user",
+                "password": "wrong-wrong-wrong",
+                "code": "123456",
+            },
+        )
     assert sign_in(client, clock, secrets, "tax.user").status_code == 401
     with runtime.sessions() as session:
         assert session.get(WebAccount, "tax.user").locked_until is not None
 
 
 def test_the_sign_in_form_needs_its_csrf_token(site):
-    runtime, client, clock, secrets = site
+    _runtime, client, clock, secrets = site
     client.get("/web/signin")
-    answer = client.post("/web/signin", data={"username": "tax.user", "password": PASSWORD,
-                                              "code": clock.next_code(secrets["tax.user"])})
+    answer = client.post(
+        "/web/signin", data={"username": "tax.user", "password": PASSWORD, "code": clock.next_code(secrets["tax.user"])}
+    )
     assert answer.status_code == 403 and "CSRF_INVALID" in answer.text
 
 
@@ -107,7 +119,7 @@ def test_signing_out_ends_the_session_on_the_server(site):
 
 
 def test_pages_say_no_framing_no_inline_script_and_no_caching(site):
-    runtime, client, clock, secrets = site
+    _runtime, client, _clock, _secrets = site
     page = client.get("/web/signin")
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -116,27 +128,35 @@ def test_pages_say_no_framing_no_inline_script_and_no_caching(site):
 
 @pytest.mark.parametrize(("lang", "word"), [("fr", "Connexion"), ("nl", "Aanmelden"), ("en", "Sign in")])
 def test_the_sign_in_page_speaks_the_chosen_language(site, lang, word):
-    runtime, client, clock, secrets = site
+    _runtime, client, _clock, _secrets = site
     switched = client.get(f"/web/lang/{lang}?next=/web/signin")
     assert f'<html lang="{lang}">' in switched.text and f"<h1>{word}</h1>" in switched.text
 
 
 def test_the_browser_language_is_used_until_one_is_chosen(site):
-    runtime, client, clock, secrets = site
+    _runtime, client, _clock, _secrets = site
     page = client.get("/web/signin", headers={"Accept-Language": "nl-BE,nl;q=0.9,fr;q=0.5"})
     assert '<html lang="nl">' in page.text
 
 
 def test_after_sign_in_the_browser_never_goes_to_another_site(site):
-    runtime, client, clock, secrets = site
+    _runtime, client, clock, secrets = site
     form = client.get("/web/signin?next=//evil.example/")
     assert "evil" not in form.text
-    answer = client.post("/web/signin", data={"csrf": csrf_of(form.text), "username": "tax.user", "password": PASSWORD,
-                                              "code": clock.next_code(secrets["tax.user"]), "next": "https://evil.example/"},
-                         follow_redirects=False)
+    answer = client.post(
+        "/web/signin",
+        data={
+            "csrf": csrf_of(form.text),
+            "username": "tax.user",
+            "password": PASSWORD,
+            "code": clock.next_code(secrets["tax.user"]),
+            "next": "https://evil.example/",
+        },
+        follow_redirects=False,
+    )
     assert answer.headers["location"] == "/web/messages"
 
 
 def test_totp_secret_is_a_real_authenticator_secret(site):
-    runtime, client, clock, secrets = site
+    _runtime, _client, _clock, secrets = site
     assert len(pyotp.TOTP(secrets["ops"]).now()) == 6

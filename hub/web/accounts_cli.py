@@ -27,7 +27,9 @@ def _runtime_parts() -> tuple[object, object, frozenset[str]]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url)
     upgrade(engine)
-    institutions = frozenset(load_senders(settings.senders_file).institutions) if settings.senders_file.exists() else None
+    institutions = (
+        frozenset(load_senders(settings.senders_file).institutions) if settings.senders_file.exists() else None
+    )
     return engine, session_factory(engine), institutions  # type: ignore[return-value]
 
 
@@ -65,7 +67,7 @@ def account_create(username: str, institution: str | None, operator: bool, passw
             password,
             role="operator" if operator else "institution",
             institution_id=institution,
-            known_institutions=institutions,  # type: ignore[arg-type]
+            known_institutions=institutions,
         )
         audit_operator_action(
             sessions,  # type: ignore[arg-type]

@@ -111,6 +111,7 @@ class Ctx:
         csrf = self.session.csrf if self.session else self.web.store.pre_token(self.request)
         page = self.web.templates.get_template(template).render(
             t=self.t,
+            known=lambda key: key in i18n.catalog(),
             lang=self.lang,
             languages=i18n.NAMES,
             csrf=csrf,
@@ -156,7 +157,9 @@ async def read_form(request: Request, *, max_bytes: int, max_files: int = 0) -> 
     try:
         return await request.form(max_files=max_files, max_fields=200, max_part_size=max_bytes)
     except Exception as exc:  # multipart's parse errors (a truncated body, too many parts): the form is unreadable
-        raise Rejected(ErrorCode.CONTENT_TYPE_INVALID, f"the form could not be read ({exc.__class__.__name__}).") from exc
+        raise Rejected(
+            ErrorCode.CONTENT_TYPE_INVALID, f"the form could not be read ({exc.__class__.__name__})."
+        ) from exc
 
 
 Handler = Callable[[Ctx], Awaitable[Response]]
@@ -188,15 +191,23 @@ def page(
                 given = request.headers.get(CSRF_HEADER) or _text(ctx.form.get(CSRF_FIELD))
                 from hub.web.sessions import PRE_COOKIE, read_cookie
 
-                expected = ctx.session.csrf if ctx.session else read_cookie(request, PRE_COOKIE, web.store.secure_cookies)
+                expected = (
+                    ctx.session.csrf if ctx.session else read_cookie(request, PRE_COOKIE, web.store.secure_cookies)
+                )
                 check_csrf(expected, given)
             response = await handler(ctx)
         except Rejected as refused:
-            log.info("web refused", extra={"event": "web-refused", "code": refused.code.value, "path": request.url.path})
-            response = ctx.render("error.html", status=http_status(refused), code=refused.code.value, message=refused.message)
+            log.info(
+                "web refused", extra={"event": "web-refused", "code": refused.code.value, "path": request.url.path}
+            )
+            response = ctx.render(
+                "error.html", status=http_status(refused), code=refused.code.value, message=refused.message
+            )
         except Unavailable:
             log.warning("unavailable", extra={"event": "unavailable", "path": request.url.path})
-            response = ctx.render("error.html", status=503, code="SERVICE_UNAVAILABLE", message=ctx.t("error.unavailable"))
+            response = ctx.render(
+                "error.html", status=503, code="SERVICE_UNAVAILABLE", message=ctx.t("error.unavailable")
+            )
             response.headers["Retry-After"] = "5"
         return _secured(response)
 

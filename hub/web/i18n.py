@@ -38,7 +38,7 @@ def translate(lang: str, key: str, **values: Any) -> str:
 
 def negotiate(cookie: str | None, accept_language: str | None) -> str:
     if cookie in LANGUAGES:
-        return cookie  # type: ignore[return-value]
+        return cookie
     best, best_q = "en", -1.0
     for part in (accept_language or "").split(",")[:20]:
         tag, _, params = part.strip().partition(";")

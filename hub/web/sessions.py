@@ -130,7 +130,10 @@ class SessionStore:
                 session.execute(delete(WebSession).where(WebSession.id_sha256 == key))
         is_secure = secure(request, self.secure_cookies)
         response.delete_cookie(
-            cookie_name(COOKIE, is_secure), path="/" if is_secure else PATH, secure=is_secure, httponly=True,
+            cookie_name(COOKIE, is_secure),
+            path="/" if is_secure else PATH,
+            secure=is_secure,
+            httponly=True,
             samesite="strict",
         )
 

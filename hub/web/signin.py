@@ -24,8 +24,12 @@ _LOCAL = re.compile(r"/web(/[A-Za-z0-9._~/-]*)?")
 
 def safe_next(value: str | None, principal: Principal | None = None) -> str:
     """Where to go after sign-in: a path of the console's own (never another site: an open redirect), else home."""
-    if value and _LOCAL.fullmatch(value) and "//" not in value and value not in ("/web", "/web/") and not (
-        value.startswith(("/web/signin", "/web/static", "/web/lang"))
+    if (
+        value
+        and _LOCAL.fullmatch(value)
+        and "//" not in value
+        and value not in ("/web", "/web/")
+        and not (value.startswith(("/web/signin", "/web/static", "/web/lang")))
     ):
         return value
     if principal is None:
@@ -67,7 +71,9 @@ async def signin(ctx: Ctx) -> Response:
     if principal is None:
         ctx.audit("web-signin-refused", {"username": username[:64]})
         log.info("web sign-in refused", extra={"event": "web-signin-refused"})
-        return ctx.render("signin.html", status=401, next=target, certificate=_certificate_institution(ctx), failed=True)
+        return ctx.render(
+            "signin.html", status=401, next=target, certificate=_certificate_institution(ctx), failed=True
+        )
     return await _start(ctx, principal, target, method="password")
 
 
