@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -203,7 +204,7 @@ def page(
             response = ctx.render(
                 "error.html", status=http_status(refused), code=refused.code.value, message=refused.message
             )
-        except Unavailable:
+        except (Unavailable, OperationalError, InterfaceError):  # the database (or broker) is away: nothing was done
             log.warning("unavailable", extra={"event": "unavailable", "path": request.url.path})
             response = ctx.render(
                 "error.html", status=503, code="SERVICE_UNAVAILABLE", message=ctx.t("error.unavailable")
