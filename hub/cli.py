@@ -26,7 +26,6 @@ from hub.errors import ConfigError, Rejected, Unavailable
 from hub.lifecycle.audit_cli import audit_group
 from hub.lifecycle.retention_cli import lifecycle_group
 from hub.lifecycle.stats_cli import stats_group
-from hub.web.accounts_cli import web_group
 from hub.metrics import metrics_port_option
 from hub.outbound.commands import provider_group
 from hub.outbound.push_command import push_command
@@ -44,6 +43,7 @@ from hub.signing.keys import (
 from hub.signing.signer import Signer
 from hub.signing.truststore import TrustStore, trusted
 from hub.signing.verifier import Verifier
+from hub.web.accounts_cli import web_group
 
 if TYPE_CHECKING:
     from hub.routing.providers import ProviderCatalog
