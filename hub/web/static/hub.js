@@ -49,7 +49,11 @@
   // A page that shows something still moving reloads itself (the journey of a message, the dashboard).
   function autoRefresh(el) {
     var seconds = parseFloat(el.dataset.refresh);
-    if (seconds > 0) setTimeout(function () { window.location.reload(); }, seconds * 1000);
+    if (seconds > 0) setTimeout(function () {
+      var url = new URL(window.location.href);
+      url.searchParams.delete("sent"); // a one-time notice ("Sent: ...") is not repeated by the refresh
+      window.location.replace(url.toString());
+    }, seconds * 1000);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
