@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.envelope.identifiers import is_valid_cbe
 from hub.errors import ConfigError
-from hub.store.models import WebAccount
+from hub.store.models import WebAccount, WebSession
 
 ROLES = ("institution", "operator")
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{2,63}")
@@ -113,11 +113,13 @@ def create_account(
 
 
 def disable_account(sessions: sessionmaker[Session], username: str, *, now: datetime | None = None) -> bool:
+    """Disable an account and end its open sessions, in one transaction; False when there is no such account."""
     with sessions.begin() as session:
         account = session.get(WebAccount, username)
         if account is None:
             return False
         account.disabled_at = now or datetime.now(UTC)
+        session.execute(delete(WebSession).where(WebSession.username == username))
         return True
 
 

@@ -102,18 +102,13 @@ def account_list() -> None:
 @click.argument("username")
 def account_disable(username: str) -> None:
     """Disable an account (its sessions end at their next request)."""
-    from sqlalchemy import delete
-
     from hub.lifecycle.audit import audit_operator_action, operator_actor
-    from hub.store.models import WebSession
     from hub.web.accounts import disable_account
 
     engine, sessions, _ = _runtime_parts()
     try:
         if not disable_account(sessions, username):  # type: ignore[arg-type]
             raise click.ClickException(f"no account {username!r}")
-        with sessions.begin() as session:  # type: ignore[attr-defined]
-            session.execute(delete(WebSession).where(WebSession.username == username))
         audit_operator_action(sessions, operator_actor(), "web-account-disabled", {"username": username})  # type: ignore[arg-type]
     finally:
         engine.dispose()  # type: ignore[attr-defined]

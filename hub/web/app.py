@@ -18,10 +18,12 @@ from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from python_multipart.multipart import parse_options_header
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.types import Message
 
 from hub.errors import ErrorCode, Rejected, Unavailable
 from hub.inbound.http import http_status
@@ -146,21 +148,43 @@ def language_of(request: Request) -> str:
 
 
 async def read_form(request: Request, *, max_bytes: int, max_files: int = 0) -> FormData:
-    """The request's form, refused beyond ``max_bytes`` (declared or read) before it is parsed."""
+    """The request's form, refused beyond ``max_bytes`` (declared, then counted as it arrives), and a multipart
+    body that does not end with its closing boundary (a form cut short is not taken for a shorter one)."""
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit():
         raise Rejected(ErrorCode.CONTENT_TYPE_INVALID, "send the form with its length (Content-Length).")
     if int(declared) > max_bytes:
         raise Rejected(ErrorCode.TOO_LARGE, f"the form is {declared} bytes; the limit is {max_bytes}.")
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    kind = content_type.split(";")[0].strip().lower()
     if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise Rejected(ErrorCode.CONTENT_TYPE_INVALID, "send the page's form as the browser does.")
+    seen, tail = 0, b""
+
+    async def receive() -> Message:
+        nonlocal seen, tail
+        message = await request.receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > max_bytes:
+                raise Rejected(ErrorCode.TOO_LARGE, f"the form exceeds the limit of {max_bytes} bytes.")
+            tail = (tail + chunk)[-256:]
+        return message
+
     try:
-        return await request.form(max_files=max_files, max_fields=200, max_part_size=max_bytes)
-    except Exception as exc:  # multipart's parse errors (a truncated body, too many parts): the form is unreadable
+        form = await Request(request.scope, receive).form(max_files=max_files, max_fields=200, max_part_size=max_bytes)
+    except Rejected:
+        raise
+    except Exception as exc:  # multipart's parse errors (too many parts or fields, a broken header): unreadable
         raise Rejected(
             ErrorCode.CONTENT_TYPE_INVALID, f"the form could not be read ({exc.__class__.__name__})."
         ) from exc
+    if kind == "multipart/form-data":
+        boundary = parse_options_header(content_type)[1].get(b"boundary", b"")
+        if not boundary or not tail.rstrip(b"\r\n").endswith(b"--" + boundary + b"--"):
+            raise Rejected(ErrorCode.CONTENT_TYPE_INVALID, "the form arrived incomplete; send it again.")
+    return form
 
 
 Handler = Callable[[Ctx], Awaitable[Response]]

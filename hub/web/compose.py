@@ -35,6 +35,8 @@ MAX_SUBJECT = 200
 MAX_BODY = 20_000
 MAX_CHOICES = 10
 _FILE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+"""Characters XML 1.0 cannot carry: a field holding one is refused, not carried into the envelope."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ def compose(
 ) -> m.Envelope:
     """The envelope the form describes, or ``FormErrors``."""
     errors = FormErrors()
+    for name, value in fields.items():
+        if isinstance(value, str) and NOT_XML.search(value):
+            errors.add(name, "compose.error.characters")
 
     kind = fields.get("recipient_kind", "citizen")
     recipient_id = _digits(fields.get("recipient_id", ""))
@@ -138,7 +143,7 @@ def compose(
     attachment = None
     if document is not None and document.content:
         if len(document.content) > max_pdf_bytes:
-            errors.add("document", "compose.error.too_big", limit=max_pdf_bytes // (1024 * 1024))
+            errors.add("document", "compose.error.too_big", limit=f"{max_pdf_bytes / (1024 * 1024):.3g}")
         elif not is_pdf(document.content):
             errors.add("document", "compose.error.not_pdf")
         else:

@@ -87,7 +87,7 @@ def _compose_page(
         errors=messages,
         refusal=refusal,
         langs=LANGS,
-        max_pdf_mb=max(1, ctx.web.settings.web_max_pdf_bytes // (1024 * 1024)),
+        max_pdf_mb=f"{ctx.web.settings.web_max_pdf_bytes / (1024 * 1024):.3g}",
     )
 
 
