@@ -160,3 +160,51 @@ def test_after_sign_in_the_browser_never_goes_to_another_site(site):
 def test_totp_secret_is_a_real_authenticator_secret(site):
     _runtime, _client, _clock, secrets = site
     assert len(pyotp.TOTP(secrets["ops"]).now()) == 6
+
+
+class WithClientCertificate:
+    """The ASGI TLS extension as ``hub serve`` fills it when the browser presents a client certificate."""
+
+    def __init__(self, app, pem: str) -> None:
+        self.app, self.pem = app, pem
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            scope = {**scope, "extensions": {"tls": {"client_cert_chain": [self.pem]}}}
+        await self.app(scope, receive, send)
+
+
+def certificate_client(runtime, certificate):
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from starlette.testclient import TestClient
+
+    client, _ = web_client(runtime)
+    return TestClient(WithClientCertificate(client.app, certificate.public_bytes(Encoding.PEM).decode()))
+
+
+def test_an_institutions_registered_client_certificate_signs_its_user_in(site):
+    from tests.kit import keyring
+
+    runtime, _, _, _ = site
+    with certificate_client(runtime, keyring().pairs["0308357159"].certificate) as client:
+        form = client.get("/web/signin")
+        assert "Sign in with this certificate" in form.text and "0308357159" in form.text
+        answer = client.post("/web/signin/certificate", data={"csrf": csrf_of(form.text)}, follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/web/messages"
+        assert client.get("/web/compose").status_code == 200
+    with runtime.sessions() as session:
+        assert session.scalars(select(WebSession.username)).all() == ["cert:0308357159"]
+
+
+def test_an_unregistered_or_integrator_certificate_offers_no_certificate_sign_in(site):
+    from tests.kit import key_pair, keyring
+
+    runtime, _, _, _ = site
+    for certificate in (key_pair("a stranger").certificate, keyring().pairs["0202239951"].certificate):
+        with certificate_client(runtime, certificate) as client:
+            form = client.get("/web/signin")
+            assert "Sign in with this certificate" not in form.text
+            answer = client.post("/web/signin/certificate", data={"csrf": csrf_of(form.text)}, follow_redirects=False)
+            assert answer.status_code == 401
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(WebSession)) == 0
