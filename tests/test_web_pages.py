@@ -37,7 +37,7 @@ def test_every_word_is_in_english_french_and_dutch_with_the_same_placeholders():
 
 def test_every_word_asked_for_by_name_exists():
     asked = set()
-    for path in [*WEB.rglob("*.html"), *WEB.glob("*.py")]:
+    for path in [*WEB.rglob("*.html"), *WEB.rglob("*.py")]:
         asked |= {(path.name, key) for key in LITERAL.findall(path.read_text("utf-8"))}
     missing = sorted((name, key) for name, key in asked if key not in i18n.catalog())
     assert not missing
