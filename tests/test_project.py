@@ -65,3 +65,22 @@ def test_the_package_runs_without_the_shared_folder_or_the_repository():
     for path in (ROOT / "hub").rglob("*.py"):
         assert "shared/" not in path.read_text(), path
     assert (ROOT / "hub/schemas/envelope-1.xsd").is_file()
+
+
+def test_every_file_the_package_reads_at_run_time_is_declared_as_package_data():
+    """Templates, static files, translations, schemas and migrations ship in the wheel: the installed hub needs
+    no repository (and the web console no network)."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["hub"]
+    missing = []
+    for path in (ROOT / "hub").rglob("*"):
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts:
+            relative = path.relative_to(ROOT / "hub").as_posix()
+            if not any(
+                fnmatch.fnmatchcase(relative, pattern) and relative.count("/") == pattern.count("/")
+                for pattern in patterns
+            ):
+                missing.append(relative)
+    assert not missing
