@@ -6,8 +6,9 @@
   SQLite with the in-process broker and on PostgreSQL with RabbitMQ, the web accounts of ``tests.web_kit``,
   a citizen with digital post at the simulated provider ``myebox``, which opens every message quickly.
   Everything runs on real time (the web console dates envelopes with it). One hub per back end, shared by
-  the tests of the session: each test signs in users of its own, and ``RunningHub.code`` never hands out a
-  TOTP code twice.
+  the tests of this package (and stopped when they end: its simulated provider must not consume the other
+  tests' queues on the run's RabbitMQ virtual host): each test signs in users of its own, and
+  ``RunningHub.code`` never hands out a TOTP code twice.
 - ``page``: a fresh browser context (no cookies) per test; a failed test leaves a screenshot.
 - ``shot(page, name)``: a full-page PNG in ``$HUB_ARTIFACTS_DIR``, else ``test-artifacts/screenshots/``
   (git-ignored); the terminal summary says where they are.
@@ -68,9 +69,13 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, for the whole session (no sandbox: the tests may run as root)."""
+    """Debian's Chromium, headless, for the browser tests (no sandbox: the tests may run as root).
+
+    Package-scoped, not session-scoped: Playwright's sync API keeps an event loop running in this thread
+    while it is open, and the running hub consumes the run's RabbitMQ queues; both must be gone before
+    the rest of the suite runs in the same process."""
     install = "install Debian's chromium: apt-get install chromium chromium-driver"
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         _missing(f"no browser at {CHROMIUM} (HUB_CHROMIUM); {install}")
@@ -202,7 +207,7 @@ def _wait_until_up(url: str, limit: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="package", params=BACKENDS)
 def running_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
     """The whole hub running in this process with its HTTP door, on one pair of back ends (see the module)."""
     backend: str = request.param
