@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.errors import HubError, Rejected, Unavailable
 from hub.outbound.acks import Event, signed_acknowledgement
-from hub.outbound.feed import acknowledgement, feed_item
+from hub.outbound.feed import acknowledgement, event_detail, feed_item
 from hub.safexml import parse
 from hub.signing.signer import Signer
 from hub.signing.truststore import TrustStore, trusted
@@ -390,14 +390,6 @@ def _json(value: object) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
 
 
-def _detail(value: str | None) -> dict[str, Any]:
-    try:
-        parsed = json.loads(value or "{}")
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 def _redacted(detail: dict[str, Any]) -> dict[str, Any]:
     """An event's detail for the bundle: a free-text reply is replaced by its SHA-256."""
     reply = detail.get("reply")
@@ -448,7 +440,7 @@ def export_bundle(
     signer = Signer(signer_keys)
     described_events = []
     for n, row in enumerate(events, start=1):
-        detail = _detail(row.detail)
+        detail = event_detail(row.detail)
         ack_file = None
         if row.kind not in {e.value for e in Event}:
             why = f"event {row.kind!r} has no acknowledgement"

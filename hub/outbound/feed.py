@@ -129,7 +129,7 @@ def feed_item(event: Any, message: Any, *, message_id: str, detail: dict[str, An
         kind=event.kind,
         occurred_at=event.occurred_at,  # UTCDateTime: aware, in UTC
         provider=event.provider,
-        detail=_detail(event.detail) if detail is None else detail,
+        detail=event_detail(event.detail) if detail is None else detail,
         message_id=message_id,
         institution_id=message.institution_id,
         submitter_id=message.submitter_id,
@@ -140,7 +140,8 @@ def feed_item(event: Any, message: Any, *, message_id: str, detail: dict[str, An
     )
 
 
-def _detail(value: str | None) -> dict[str, Any]:
+def event_detail(value: str | None) -> dict[str, Any]:
+    """An event row's ``detail`` (JSON text) as a dict; ``{}`` for nothing, unreadable or not an object."""
     try:
         parsed = json.loads(value or "{}")
     except ValueError:

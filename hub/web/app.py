@@ -20,6 +20,7 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from python_multipart.multipart import parse_options_header
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -31,7 +32,16 @@ from hub.lifecycle.audit import audit_operator_action
 from hub.runtime import Runtime
 from hub.web import i18n
 from hub.web.accounts import Principal
-from hub.web.sessions import CSRF_FIELD, CSRF_HEADER, LANG_COOKIE, SessionStore, WebSessionInfo, check_csrf
+from hub.web.sessions import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    LANG_COOKIE,
+    PRE_COOKIE,
+    SessionStore,
+    WebSessionInfo,
+    check_csrf,
+    read_cookie,
+)
 
 log = logging.getLogger("hub.web")
 
@@ -128,10 +138,18 @@ class Ctx:
         self.web.store.set_pre_token(self.request, response)
         return response
 
-    def audit(self, action: str, detail: Mapping[str, Any], *, message_id: str | None = None) -> None:
-        """Write this action to the audit trail (counts and ids: no personal data)."""
-        audit_operator_action(
-            self.runtime.sessions, self.actor, action, {"door": "web", **detail}, message_id=message_id
+    async def audit(
+        self, action: str, detail: Mapping[str, Any], *, message_id: str | None = None, actor: str | None = None
+    ) -> None:
+        """Write this action to the audit trail, off the event loop (counts and ids: no personal data).
+        ``actor``: who, when not this request's session (a sign-in, before the session exists)."""
+        await _run(
+            audit_operator_action,
+            self.runtime.sessions,
+            actor or self.actor,
+            action,
+            {"door": "web", **detail},
+            message_id=message_id,
         )
 
 
@@ -214,8 +232,6 @@ def page(
                 limit = form_bytes(web) if form_bytes else MAX_FORM_BYTES
                 ctx.form = await read_form(request, max_bytes=limit, max_files=max_files)
                 given = request.headers.get(CSRF_HEADER) or _text(ctx.form.get(CSRF_FIELD))
-                from hub.web.sessions import PRE_COOKIE, read_cookie
-
                 expected = (
                     ctx.session.csrf if ctx.session else read_cookie(request, PRE_COOKIE, web.store.secure_cookies)
                 )
@@ -246,10 +262,8 @@ def _secured(response: Response) -> Response:
     return response
 
 
-async def _run(function: Callable[..., Any], *args: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(function, *args)
+_run = run_in_threadpool
+"""Blocking work (the database, the broker) off the event loop: ``await _run(function, *args, **kwargs)``."""
 
 
 def _text(value: object) -> str | None:

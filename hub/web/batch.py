@@ -474,7 +474,7 @@ async def upload(ctx: Ctx) -> Response:
         "csv_sha256": hashlib.sha256(raw or b"").hexdigest(),
     }
     if checked.problems:
-        await _run(ctx.audit, "web-batch", {**counts, "outcome": "invalid", "problems": len(checked.problems)})
+        await ctx.audit("web-batch", {**counts, "outcome": "invalid", "problems": len(checked.problems)})
         log.info("web batch invalid", extra={"event": "web-batch-invalid"})
         problems = [_explained(ctx, p) for p in sorted(checked.problems, key=lambda p: (p.row, p.column))]
         return ctx.render(
@@ -497,8 +497,8 @@ async def upload(ctx: Ctx) -> Response:
             result.update(code=answer.code.value, message=answer.message)
         results.append(result)
     accepted = sum(1 for r in results if r["message_id"])
-    await _run(
-        ctx.audit, "web-batch", {**counts, "outcome": "sent", "accepted": accepted, "refused": len(results) - accepted}
+    await ctx.audit(
+        "web-batch", {**counts, "outcome": "sent", "accepted": accepted, "refused": len(results) - accepted}
     )
     log.info("web batch sent", extra={"event": "web-batch-sent"})
     return ctx.render(

@@ -30,7 +30,7 @@ from hub.envelope.reader import read_envelope
 from hub.errors import ErrorCode, Rejected
 from hub.inbound.http import HUB_MESSAGE_ID
 from hub.outbound.acks import signed_acknowledgement
-from hub.outbound.feed import PROOF_EVENTS, acknowledgement, feed_item
+from hub.outbound.feed import PROOF_EVENTS, acknowledgement, event_detail, feed_item
 from hub.routing.directory import Directory, mask
 from hub.routing.recipients import RecipientKind
 from hub.safexml import ParseLimits, parse
@@ -135,7 +135,7 @@ async def compose_submit(ctx: Ctx) -> Response:
             )
 
     await _run(store)
-    ctx.audit("web-previewed", {"draft": draft_id, "message_type": envelope.header.message_type})
+    await ctx.audit("web-previewed", {"draft": draft_id, "message_type": envelope.header.message_type})
     return RedirectResponse(f"/web/drafts/{draft_id}", status_code=303)
 
 
@@ -190,28 +190,24 @@ async def preview(ctx: Ctx) -> Response:
     )
 
 
+def _drop_draft(ctx: Ctx, draft_id: str) -> None:
+    """The draft gone (sent or discarded); a second drop of the same draft does nothing."""
+    with ctx.runtime.sessions.begin() as session:
+        session.execute(delete(WebDraft).where(WebDraft.id == draft_id))
+
+
 async def send(ctx: Ctx) -> Response:
     draft = await _run(_draft, ctx)
     receipt = await _run(lambda: ctx.runtime.intake.submit(draft.envelope, door="web"))
-
-    def drop() -> None:
-        with ctx.runtime.sessions.begin() as session:
-            session.execute(delete(WebDraft).where(WebDraft.id == draft.id))
-
-    await _run(drop)
-    ctx.audit("web-sent", {"draft": draft.id, "created": receipt.created}, message_id=receipt.message_id)
+    await _run(_drop_draft, ctx, draft.id)
+    await ctx.audit("web-sent", {"draft": draft.id, "created": receipt.created}, message_id=receipt.message_id)
     return RedirectResponse(f"/web/messages/{receipt.message_id}?sent=1", status_code=303)
 
 
 async def discard(ctx: Ctx) -> Response:
     draft = await _run(_draft, ctx)
-
-    def drop() -> None:
-        with ctx.runtime.sessions.begin() as session:
-            session.execute(delete(WebDraft).where(WebDraft.id == draft.id))
-
-    await _run(drop)
-    ctx.audit("web-discarded", {"draft": draft.id})
+    await _run(_drop_draft, ctx, draft.id)
+    await ctx.audit("web-discarded", {"draft": draft.id})
     return RedirectResponse("/web/compose", status_code=303)
 
 
@@ -271,13 +267,7 @@ def _own_message(ctx: Ctx) -> tuple[Message, list[Event], list[Delivery]]:
 
 
 def _reply_of(event: Event) -> dict[str, Any] | None:
-    import json
-
-    try:
-        detail = json.loads(event.detail or "{}")
-    except ValueError:
-        return None
-    reply = detail.get("reply") if isinstance(detail, dict) else None
+    reply = event_detail(event.detail).get("reply")
     return reply if isinstance(reply, dict) else None
 
 
@@ -319,7 +309,7 @@ async def proof(ctx: Ctx) -> Response:
         raise Rejected(ErrorCode.MESSAGE_NOT_FOUND, ctx.t("message.no_proof"))
     item = feed_item(event, message, message_id=message.id)
     document = signed_acknowledgement(Signer(ctx.runtime.hub_keys), acknowledgement(item))
-    ctx.audit("web-proof", {"event": event.kind, "provider": event.provider}, message_id=message.id)
+    await ctx.audit("web-proof", {"event": event.kind, "provider": event.provider}, message_id=message.id)
     name = f"proof-{event.kind}-{message.id}-{event.provider}.xml"
     return Response(
         document,

@@ -143,7 +143,7 @@ class SessionStore:
 
     # -- CSRF -----------------------------------------------------------------------------------
 
-    def pre_token(self, request: Request, response: Response | None = None) -> str:
+    def pre_token(self, request: Request) -> str:
         """The double-submit token of a signed-out browser (its cookie's value, made when it has none)."""
         token = read_cookie(request, PRE_COOKIE, self.secure_cookies)
         if token and 20 <= len(token) <= 64:

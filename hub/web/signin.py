@@ -11,7 +11,6 @@ from starlette.routing import BaseRoute, Route
 
 from hub.errors import Rejected
 from hub.inbound.http import certificate_party
-from hub.lifecycle.audit import audit_operator_action
 from hub.web.accounts import Principal, authenticate
 from hub.web.app import Ctx, _run, field_text, page
 from hub.web.i18n import LANGUAGES
@@ -69,7 +68,7 @@ async def signin(ctx: Ctx) -> Response:
     principal = await _run(lambda: authenticate(ctx.runtime.sessions, username, password, code, now=ctx.web.clock()))
     target = safe_next(field_text(ctx.form, "next", limit=300))
     if principal is None:
-        ctx.audit("web-signin-refused", {"username": username[:64]})
+        await ctx.audit("web-signin-refused", {"username": username[:64]})
         log.info("web sign-in refused", extra={"event": "web-signin-refused"})
         return ctx.render(
             "signin.html", status=401, next=target, certificate=_certificate_institution(ctx), failed=True
@@ -89,14 +88,13 @@ async def _start(ctx: Ctx, principal: Principal, target: str, *, method: str) ->
     response = RedirectResponse(safe_next(target, principal), status_code=303)
     await _run(ctx.web.store.start, response, ctx.request, principal)
     actor = ("web:" + principal.username)[:64]
-    detail = {"door": "web", "method": method, "role": principal.role}
-    await _run(audit_operator_action, ctx.runtime.sessions, actor, "web-signin", detail)
+    await ctx.audit("web-signin", {"method": method, "role": principal.role}, actor=actor)
     return response
 
 
 async def signout(ctx: Ctx) -> Response:
     response = RedirectResponse("/web/signin", status_code=303)
-    ctx.audit("web-signout", {})
+    await ctx.audit("web-signout", {})
     await _run(ctx.web.store.end, response, ctx.request)
     return response
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,10 +41,6 @@ def _percent(lang: str, rate: float | None) -> str:
 
 def _render(ctx: Ctx, template: str, status: int = 200, **context: Any) -> Response:
     return ctx.render(template, status=status, when=_when, **context)
-
-
-async def _audit(ctx: Ctx, action: str, detail: Mapping[str, Any], *, message_id: str | None = None) -> None:
-    await _run(lambda: ctx.audit(action, detail, message_id=message_id))
 
 
 def _state_labels(ctx: Ctx) -> dict[str, str]:

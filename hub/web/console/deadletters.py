@@ -15,7 +15,7 @@ from hub.broker.deadletters import AUDITED_IDS, Ambiguous, DeadLetter, DeadLette
 from hub.errors import ConfigError
 from hub.routing.directory import mask
 from hub.web.app import Ctx, _run, field_text
-from hub.web.console.common import _NUMBERS, _audit, _number, _operator, _render
+from hub.web.console.common import _NUMBERS, _number, _operator, _render
 
 log = logging.getLogger("hub.web")
 
@@ -102,18 +102,17 @@ async def replay(ctx: Ctx) -> Response:
     try:
         replayed, kept = await _run(_replay, ctx, ident)
     except (NotFound, Ambiguous) as missing:
-        await _audit(ctx, "web-dlq-replay", {"replayed": [], "replayed_count": 0, "asked": ident, "found": False})
+        await ctx.audit("web-dlq-replay", {"replayed": [], "replayed_count": 0, "asked": ident, "found": False})
         log.info("web dlq replay: not found", extra={"event": "web-dlq-replay-missing"})
         return await dead_letters_page(
             ctx, status=404, outcome={"error": ctx.t("console.dlq.not_found"), "why": str(missing)}
         )
     except (NotReplayable, ConfigError) as refused:  # no queue named, or the queue is gone (Unroutable)
-        await _audit(ctx, "web-dlq-replay", {"replayed": [], "replayed_count": 0, "kept": [ident], "kept_count": 1})
+        await ctx.audit("web-dlq-replay", {"replayed": [], "replayed_count": 0, "kept": [ident], "kept_count": 1})
         return await dead_letters_page(
             ctx, status=409, outcome={"error": ctx.t("console.dlq.not_replayable"), "why": str(refused)}
         )
-    await _audit(
-        ctx,
+    await ctx.audit(
         "web-dlq-replay",
         {
             "replayed": [letter.id for letter in replayed][:AUDITED_IDS],

@@ -20,7 +20,7 @@ from hub.routing.directory import mask
 from hub.store.db import unavailable_on_outage
 from hub.store.models import Delivery, Event, Message
 from hub.web.app import Ctx, _run
-from hub.web.console.common import _NUMBERS, _audit, _number, _operator, _render, _state_labels
+from hub.web.console.common import _NUMBERS, _number, _operator, _render, _state_labels
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -136,7 +136,7 @@ async def messages(ctx: Ctx) -> Response:
             detail["sender"] = search.values["sender"]
         if search.values["state"]:
             detail["state"] = search.values["state"]
-        await _audit(ctx, "web-console-search", detail, message_id=search.values["id"] or None)
+        await ctx.audit("web-console-search", detail, message_id=search.values["id"] or None)
     query = {name: value for name, value in search.values.items() if value}
     if search.size != PAGE_SIZE:
         query["size"] = str(search.size)
@@ -231,7 +231,7 @@ async def message_page(ctx: Ctx) -> Response:
     loaded = await _run(load_message, ctx, message_id)
     if loaded is None:
         raise Rejected(ErrorCode.MESSAGE_NOT_FOUND, ctx.t("console.message.unknown"))
-    await _audit(ctx, "web-console-message", {"events": len(loaded["events"])}, message_id=message_id)
+    await ctx.audit("web-console-message", {"events": len(loaded["events"])}, message_id=message_id)
     kinds = {event["kind"] for event in loaded["events"]}
     return _render(
         ctx,

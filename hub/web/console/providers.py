@@ -5,6 +5,7 @@ deliveries.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from sqlalchemy import func, select
 from starlette.responses import Response
@@ -35,7 +36,7 @@ async def providers_page(ctx: Ctx) -> Response:
     counts = await _run(deliveries_by_provider, ctx)
     queues = await _queues(ctx)
     catalog: ProviderCatalog | None = loaded.value
-    shown = []
+    shown: list[dict[str, Any]] = []
     for provider in catalog.providers.values() if catalog is not None else ():
         resting = provider.resting_until(now)
         shown.append(

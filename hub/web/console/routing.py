@@ -18,7 +18,7 @@ from hub.routing.rules import Decision, Match, RuleSet, check
 from hub.safexml import ParseLimits
 from hub.store.db import unavailable_on_outage
 from hub.web.app import Ctx, Web, _run, field_text
-from hub.web.console.common import _audit, _operator, _providers, _render, _routing
+from hub.web.console.common import _operator, _providers, _render, _routing
 
 log = logging.getLogger("hub.web")
 
@@ -147,6 +147,7 @@ def try_envelope(ctx: Ctx, data: bytes, now: datetime, providers: ProviderCatalo
 
 
 async def routing_try(ctx: Ctx) -> Response:
+    tried: dict[str, Any]
     text = _envelope_text(ctx)
     at = field_text(ctx.form, "at", limit=40)
     data = text.encode("utf-8", "replace")
@@ -174,7 +175,7 @@ async def routing_try(ctx: Ctx) -> Response:
         detail.update(
             outcome=tried["outcome"], rule=tried["rule"], providers=[d["provider"] for d in tried["deliveries"]]
         )
-    await _audit(ctx, "web-routing-try", detail)
+    await ctx.audit("web-routing-try", detail)
     return await routing_page(ctx, status=422 if "refused" in tried else 200, tried=tried, envelope=shown, at=at)
 
 

@@ -17,7 +17,7 @@ from hub.routing.providers import Capability, ProviderCatalog
 from hub.store.db import unavailable_on_outage
 from hub.web.app import Ctx, _run
 from hub.web.console.charts import bar_chart
-from hub.web.console.common import _audit, _operator, _percent, _providers, _render
+from hub.web.console.common import _operator, _percent, _providers, _render
 
 
 def _paper(catalog: ProviderCatalog | None) -> frozenset[str]:
@@ -138,8 +138,7 @@ async def stats_csv(ctx: Ctx) -> Response:
         raise Rejected(ErrorCode.SCHEMA_INVALID, loaded.problem)
     stats = await _run(read_stats, ctx, month, _paper(loaded.value))
     text = to_csv(stats.institutions)
-    await _audit(
-        ctx,
+    await ctx.audit(
         "web-stats-csv",
         {"month": str(month), "institutions": len(stats.institutions), "rows": text.count("\n") - 1},
     )
