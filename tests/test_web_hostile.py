@@ -26,20 +26,30 @@ from sqlalchemy import func, select, update
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
-from hub.envelope.examples import minimal_pdf
 from hub.envelope.reader import read_envelope
 from hub.safexml import ParseLimits, parse
-from hub.store.models import Base, Delivery, Event, Message, WebDraft, WebSession
+from hub.store.models import Base, Message, WebDraft, WebSession
 from hub.web import accounts
 from hub.web import routes as web_routes
 from hub.web.compose import safe_file_name
 from hub.web.sessions import _digest
-from tests.web_kit import PASSWORD, WebClock, csrf_of, make_accounts, sign_in, web_client, web_hub
+from tests.web_kit import (
+    PASSWORD,
+    PDF,
+    WebClock,
+    compose,
+    csrf_of,
+    delivered_and_opened,
+    make_accounts,
+    send,
+    sign_in,
+    web_client,
+    web_hub,
+)
 
 PDF_LIMIT = 1024 * 1024
 COMPOSE_LIMIT = PDF_LIMIT + 256 * 1024
 """What selfservice accepts as one compose form: the PDF and 256 KiB more."""
-PDF = minimal_pdf("Avertissement")
 CITIZEN = "85073003328"
 SCRIPT = "<script>alert('hub')</script>"
 IMAGE = '<img src=x onerror="alert(1)">'
@@ -104,25 +114,10 @@ def form(**changes) -> dict[str, str]:
     return fields
 
 
-def compose(client: TestClient, fields: dict[str, str], document=("aer.pdf", PDF, "application/pdf")):
-    page = client.get("/web/compose")
-    assert page.status_code == 200, page.text
-    files = {"document": document} if document else None
-    return client.post("/web/compose", data={"csrf": csrf_of(page.text), **fields}, files=files, follow_redirects=False)
-
-
 def draft_of(client: TestClient, fields: dict[str, str] | None = None) -> str:
     drafted = compose(client, fields or form())
     assert drafted.status_code == 303, drafted.text
     return drafted.headers["location"]
-
-
-def send(client: TestClient, draft: str) -> str:
-    """The draft sent; the hub's message id."""
-    preview = client.get(draft)
-    sent = client.post(draft + "/send", data={"csrf": csrf_of(preview.text)}, follow_redirects=False)
-    assert sent.status_code == 303, sent.text
-    return sent.headers["location"].split("/")[3].split("?")[0]
 
 
 def drafts(runtime) -> list[WebDraft]:
@@ -321,38 +316,13 @@ def test_disabling_an_account_by_the_library_ends_its_live_session(site):
 # --- another institution's messages -----------------------------------------------------------------------
 
 
-def _delivered_and_opened(runtime, message_id: str) -> dict[str, int]:
-    now = datetime.now(UTC)
-    with runtime.sessions.begin() as session:
-        session.add(
-            Delivery(
-                id=f"{message_id}:myebox",
-                message_id=message_id,
-                provider="myebox",
-                state="opened",
-                priority=4,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        for kind, at in (("delivered", now), ("opened", now + timedelta(seconds=1))):
-            session.add(
-                Event(
-                    message_id=message_id, kind=kind, occurred_at=at, source="provider", provider="myebox", detail="{}"
-                )
-            )
-        session.get(Message, message_id).state = "opened"
-    with runtime.sessions() as session:
-        return {e.kind: e.id for e in session.scalars(select(Event).where(Event.message_id == message_id))}
-
-
 def test_one_institutions_user_cannot_read_anything_of_another_institution(site):
     social = site.signed_in("social.user")
     subject = "Pensioenoverzicht vertrouwelijk"
     theirs = form(message_type="PENSION_STATEMENT", subject_fr="", body_fr="", subject_nl=subject)
     draft = draft_of(social, theirs)
     message_id = send(social, draft)
-    events = _delivered_and_opened(site.runtime, message_id)
+    events = delivered_and_opened(site.runtime, message_id)
     assert social.get(f"/web/messages/{message_id}/proofs/{events['opened']}").status_code == 200
     with site.runtime.sessions() as session:
         sender_message_id = session.get(Message, message_id).sender_message_id

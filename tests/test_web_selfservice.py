@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from hub.envelope.examples import minimal_pdf
 from hub.outbound.acks import open_acknowledgement
 from hub.routing.directory import Change, Directory
 from hub.routing.recipients import RecipientKind
 from hub.safexml import parse
 from hub.signing.truststore import TrustStore, trusted
 from hub.signing.verifier import Verifier
-from hub.store.models import AuditEntry, Delivery, Event, Message, WebDraft
+from hub.store.models import AuditEntry, Message, WebDraft
 from tests.kit import keyring
-from tests.web_kit import csrf_of, make_accounts, sign_in, web_client, web_hub
+from tests.web_kit import compose, csrf_of, delivered_and_opened, make_accounts, send, sign_in, web_client, web_hub
 
 CITIZEN = "85073003328"
-PDF = minimal_pdf("Avertissement")
 
 
 @pytest.fixture()
@@ -47,13 +44,6 @@ def form(**changes):
     }
     fields.update(changes)
     return {k: v for k, v in fields.items() if v is not None}
-
-
-def compose(client, fields, document=("aer.pdf", PDF, "application/pdf")):
-    page = client.get("/web/compose")
-    assert page.status_code == 200, page.text
-    files = {"document": document} if document else None
-    return client.post("/web/compose", data={"csrf": csrf_of(page.text), **fields}, files=files, follow_redirects=False)
 
 
 def signed_in(site, user="tax.user"):
@@ -174,53 +164,23 @@ def test_the_live_check_answers_check_digits_and_digital_post(site):
         ]
     )
     token = csrf_of(client.get("/web/compose").text)
+
     def ask(ident):
         return client.post(
             "/web/api/recipient", data={"kind": "citizen", "id": ident}, headers={"X-CSRF-Token": token}
         ).json()
+
     assert ask(CITIZEN) == {"valid": True, "digital": True}
     assert ask("85073003329") == {"valid": False, "digital": None}
     assert ask("90010100132") in ({"valid": True, "digital": False}, {"valid": False, "digital": None})
     assert client.post("/web/api/recipient", data={"kind": "citizen", "id": CITIZEN}).status_code == 403
 
 
-def _delivered_and_opened(runtime, message_id):
-    now = datetime.now(UTC)
-    with runtime.sessions.begin() as session:
-        session.add(
-            Delivery(
-                id=f"{message_id}:myebox",
-                message_id=message_id,
-                provider="myebox",
-                state="opened",
-                priority=4,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        for kind, at in (("delivered", now), ("opened", now + timedelta(seconds=1))):
-            session.add(
-                Event(
-                    message_id=message_id,
-                    kind=kind,
-                    occurred_at=at,
-                    source="provider",
-                    provider="myebox",
-                    detail=json.dumps({}),
-                )
-            )
-        session.get(Message, message_id).state = "opened"
-
-
 def test_registered_mail_offers_hub_signed_proofs_of_delivery_and_opening(site):
     runtime, client = signed_in(site)
     drafted = compose(client, form())
-    preview = client.get(drafted.headers["location"])
-    sent = client.post(
-        drafted.headers["location"] + "/send", data={"csrf": csrf_of(preview.text)}, follow_redirects=False
-    )
-    message_id = sent.headers["location"].split("/")[3].split("?")[0]
-    _delivered_and_opened(runtime, message_id)
+    message_id = send(client, drafted.headers["location"])
+    delivered_and_opened(runtime, message_id)
     page = client.get(f"/web/messages/{message_id}")
     assert 'data-state="opened"' in page.text and "data-refresh" not in page.text
     for kind in ("delivered", "opened"):
@@ -240,14 +200,8 @@ def test_another_institutions_user_sees_no_trace_of_the_message(site):
     runtime, client, clock, secrets = site
     sign_in(client, clock, secrets, "tax.user")
     drafted = compose(client, form())
-    preview = client.get(drafted.headers["location"])
-    sent = client.post(
-        drafted.headers["location"] + "/send", data={"csrf": csrf_of(preview.text)}, follow_redirects=False
-    )
-    message_id = sent.headers["location"].split("/")[3].split("?")[0]
-    _delivered_and_opened(runtime, message_id)
-    with runtime.sessions() as session:
-        event_id = session.scalar(select(Event.id).where(Event.message_id == message_id, Event.kind == "opened"))
+    message_id = send(client, drafted.headers["location"])
+    event_id = delivered_and_opened(runtime, message_id)["opened"]
     other, _ = web_client(runtime)
     other.app.state.web.clock = clock
     with other:

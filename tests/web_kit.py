@@ -16,6 +16,7 @@ import pyotp
 from starlette.testclient import TestClient
 
 from hub.envelope import examples as ex
+from hub.envelope.examples import minimal_pdf
 from hub.inbound.http import build_app
 from hub.inbound.senders import SelfService
 from hub.runtime import Runtime
@@ -32,6 +33,7 @@ USERS = {
 }
 APPLICATIONS = {ex.FINANCE: "tax-on-web", ex.SOCIAL: "pension-statements"}
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+PDF = minimal_pdf("Avertissement")
 
 
 def with_self_service(runtime: Runtime) -> Runtime:
@@ -106,3 +108,51 @@ def sign_in(client: TestClient, clock: WebClock, secrets: dict[str, str], userna
         },
         follow_redirects=False,
     )
+
+
+def compose(client: TestClient, fields: dict[str, str], document=("aer.pdf", PDF, "application/pdf")):
+    """The compose form posted with ``fields`` and ``document`` (None: no file); the answer (303 to the draft)."""
+    page = client.get("/web/compose")
+    assert page.status_code == 200, page.text
+    files = {"document": document} if document else None
+    return client.post("/web/compose", data={"csrf": csrf_of(page.text), **fields}, files=files, follow_redirects=False)
+
+
+def send(client: TestClient, draft: str) -> str:
+    """The draft at ``draft`` (its path) sent from its preview page; the hub's message id."""
+    preview = client.get(draft)
+    sent = client.post(draft + "/send", data={"csrf": csrf_of(preview.text)}, follow_redirects=False)
+    assert sent.status_code == 303, sent.text
+    return sent.headers["location"].split("/")[3].split("?")[0]
+
+
+def delivered_and_opened(runtime: Runtime, message_id: str) -> dict[str, int]:
+    """The message delivered to and opened at ``myebox``, as the acknowledgement stage records it; event ids by kind."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from hub.store.models import Delivery, Event, Message
+
+    now = datetime.now(UTC)
+    with runtime.sessions.begin() as session:
+        session.add(
+            Delivery(
+                id=f"{message_id}:myebox",
+                message_id=message_id,
+                provider="myebox",
+                state="opened",
+                priority=4,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        for kind, at in (("delivered", now), ("opened", now + timedelta(seconds=1))):
+            session.add(
+                Event(
+                    message_id=message_id, kind=kind, occurred_at=at, source="provider", provider="myebox", detail="{}"
+                )
+            )
+        session.get(Message, message_id).state = "opened"
+    with runtime.sessions() as session:
+        return {e.kind: e.id for e in session.scalars(select(Event).where(Event.message_id == message_id))}
