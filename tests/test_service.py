@@ -47,6 +47,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def wait_until_up(url: str, limit: float = 20.0) -> None:
+    """Until the hub at ``url`` answers ``/healthz`` (at most ``limit`` seconds)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the hub's HTTP door did not come up"
+        time.sleep(0.05)
+
+
 def provider_config(folder: Path) -> None:
     """providers.yaml of the routing tests, with each provider's certificate and token hash."""
     import hashlib
@@ -104,15 +117,7 @@ def running(tmp_path, database_url, broker_url) -> Iterator[tuple[Service, int]]
     for provider in simulated:
         provider.start()
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the HTTP door did not come up"
-            time.sleep(0.05)
+        wait_until_up(f"http://127.0.0.1:{port}", limit=15)
         yield service, port
     finally:
         for provider in simulated:

@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyotp
 import pytest
 
@@ -41,7 +40,7 @@ from hub.signing.verifier import Verifier
 from hub.web.accounts import TOTP_WINDOW, totp_step
 from tests.test_acknowledgements import PROVIDER_KEYS
 from tests.test_routing_worker import PROVIDER_IDS, delete_queues
-from tests.test_service import free_port, provider_config
+from tests.test_service import free_port, provider_config, wait_until_up
 from tests.web_kit import PASSWORD, USERS, make_accounts, web_hub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,18 +194,6 @@ def _backend(name: str, request: pytest.FixtureRequest, stack: contextlib.ExitSt
     return database_url, request.getfixturevalue("rabbitmq_session_url")
 
 
-def _wait_until_up(url: str, limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the hub's HTTP door did not come up"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="package", params=BACKENDS)
 def running_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
     """The whole hub running in this process with its HTTP door, on one pair of back ends (see the module)."""
@@ -245,6 +232,6 @@ def running_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         reader.start()
         stack.callback(reader.stop)
         url = f"http://127.0.0.1:{port}"
-        _wait_until_up(url)
+        wait_until_up(url)
         yield RunningHub(backend, url, runtime, service, broker_url, secrets)
     assert not service.failures, service.failures
