@@ -421,5 +421,9 @@ def demo(keep: str | None) -> None:
     finally:
         root.setLevel(level)  # run in-process (tests, an embedding program): leave logging as it was
     click.echo(f"\nDone in {time.monotonic() - started:.1f} s{'' if not surprises else f'; {surprises} surprise(s)'}.")
+    click.echo(
+        "The same hub with a web console for institutions' users and operators: `hub run`, then "
+        "http://127.0.0.1:8080/web (accounts: `hub web account create`; README, docs/web.md)."
+    )
     if surprises:
         raise SystemExit(1)

@@ -58,6 +58,7 @@ def test_the_demo_runs_the_whole_loop_on_the_embedded_default(tmp_path):
     assert re.search(r"social security +\d+ via queue sender\.0206731645\.acks .*replied 1", result.output)
     assert re.search(r"tax administration +\d+ via GET /v1/acks feed", result.output)
     assert (tmp_path / "d/var/hub.db").exists()
+    assert "http://127.0.0.1:8080/web" in result.output  # where to go next: the web console
 
 
 def test_the_package_runs_without_the_shared_folder_or_the_repository():
